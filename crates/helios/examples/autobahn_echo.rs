@@ -1,0 +1,61 @@
+//! Echo server for the Autobahn TestSuite: every text or binary message is
+//! sent back, over the same accept/upgrade path and WebSocket settings as
+//! `helios serve` (`helios::websocket_builder` behind hyper's upgrade).
+//!
+//! `cargo run --release -p helios --example autobahn_echo -- 127.0.0.1:9001`
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, Request, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+async fn echo(mut req: Request<Body>) -> Response {
+    let hs = match helios::accept_key(req.headers()) {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<OnUpgrade>() else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        // The same settings as every Helios socket; Autobahn sends up to 16 MiB.
+        let mut ws = helios::websocket_builder(64 * 1024 * 1024).serve(TokioIo::new(upgraded));
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&hs) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9001".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    eprintln!("autobahn echo on ws://{}", listener.local_addr()?);
+    axum::serve(
+        listener,
+        Router::new()
+            .route("/", get(echo))
+            .route("/{*path}", get(echo)),
+    )
+    .await
+}

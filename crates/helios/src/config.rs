@@ -1,0 +1,52 @@
+//! Server settings with their documented defaults.
+
+use std::time::Duration;
+
+use helios_protocol::ParseMode;
+
+/// Settings of a Helios server. Every field has a default (see
+/// `docs/configuration.md`); set them through [`Builder`](crate::Builder).
+///
+/// ```
+/// let cfg = helios::Config::default();
+/// assert_eq!(cfg.request_timeout, std::time::Duration::from_secs(5));
+/// assert_eq!(cfg.max_message_bytes, 1024 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// How long a method may run before it is answered `REQUEST_TIMEOUT`
+    /// and dropped; also the default wait of server→client requests.
+    pub request_timeout: Duration,
+    /// Largest WebSocket message accepted; a larger one closes the
+    /// connection with 1009.
+    pub max_message_bytes: usize,
+    /// Method-name rules.
+    pub parse_mode: ParseMode,
+    /// Requests (and notification handlers) running at once per connection;
+    /// at the cap the server stops reading that socket until one finishes.
+    pub max_inflight_per_connection: usize,
+    /// Frames queued for one connection's writer; a full queue is a slow
+    /// consumer (see `docs/architecture.md`).
+    pub outbound_queue_frames: usize,
+    /// Invalid messages tolerated per connection per minute before it is
+    /// closed with 1008.
+    pub max_invalid_per_minute: u32,
+    /// How long a shutdown waits for in-flight requests before closing
+    /// connections with 1001.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(5),
+            max_message_bytes: 1024 * 1024,
+            parse_mode: ParseMode::Strict,
+            max_inflight_per_connection: 256,
+            outbound_queue_frames: 1024,
+            max_invalid_per_minute: 100,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

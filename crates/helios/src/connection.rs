@@ -1,0 +1,356 @@
+//! The handle to one live connection: identity, data, and sends.
+//!
+//! A [`Connection`] is a cheap clone (`Arc`) that any task may hold. Sends go
+//! into the connection's bounded outbound queue of already-encoded frames,
+//! which its writer task drains (see `socket.rs`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use helios_protocol::{
+    CloseCode, Codec, Encoding, ErrorBody, ErrorCode, Message, Notification, PeerRef, Request,
+    RequestId, Response,
+};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Topic of the notification that cancels an in-flight request, both ways.
+pub const CANCEL_TOPIC: &str = "helios:cancel";
+/// Topic of the notification that reports an error not tied to a request.
+pub const ERROR_TOPIC: &str = "helios:error";
+/// Topic of the first notification after the upgrade.
+pub const WELCOME_TOPIC: &str = "helios:welcome";
+
+/// Why a send to a connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closed or closing.
+    #[error("connection closed")]
+    Closed,
+    /// The outbound queue is full; the connection is being closed as a slow
+    /// consumer.
+    #[error("connection's outbound queue is full (slow consumer)")]
+    Full,
+}
+
+/// A handle to one live connection.
+///
+/// ```no_run
+/// # async fn demo(conn: helios::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// conn.set("user", "ada");
+/// conn.notify("news:flash", serde_json::json!({"text": "hello"})).await?;
+/// let answer = conn.request("client:info", serde_json::json!({})).await?;
+/// println!("{} says {answer}", conn.id());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: Arc<str>,
+    encoding: Encoding,
+    tx: mpsc::Sender<Bytes>,
+    data: Mutex<HashMap<String, Value>>,
+    pending: Mutex<HashMap<RequestId, oneshot::Sender<Response>>>,
+    request_timeout: Duration,
+    /// Cancelled when the connection must end; the code says why.
+    closed: CancellationToken,
+    close_code: OnceLock<CloseCode>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(
+        id: Arc<str>,
+        encoding: Encoding,
+        tx: mpsc::Sender<Bytes>,
+        request_timeout: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                encoding,
+                tx,
+                data: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+                request_timeout,
+                closed: CancellationToken::new(),
+                close_code: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The connection's `starlingId`.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    pub(crate) fn id_arc(&self) -> Arc<str> {
+        self.inner.id.clone()
+    }
+
+    /// The encoding negotiated at the handshake.
+    pub fn encoding(&self) -> Encoding {
+        self.inner.encoding
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_open(&self) -> bool {
+        !self.inner.closed.is_cancelled()
+    }
+
+    // ------------------------------------------------------------ data map
+
+    /// Stores a value in the connection's data map (kept across session
+    /// recovery).
+    pub fn set(&self, key: impl Into<String>, value: impl Serialize) {
+        if let Ok(v) = serde_json::to_value(value) {
+            self.inner.data.lock().insert(key.into(), v);
+        }
+    }
+
+    /// Reads a value from the data map.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.inner.data.lock().get(key).cloned()
+    }
+
+    /// Reads a value from the data map as `T`.
+    pub fn get_as<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.get(key).and_then(|v| serde_json::from_value(v).ok())
+    }
+
+    /// Removes a value from the data map.
+    pub fn remove(&self, key: &str) -> Option<Value> {
+        self.inner.data.lock().remove(key)
+    }
+
+    /// A copy of the whole data map.
+    pub fn data(&self) -> HashMap<String, Value> {
+        self.inner.data.lock().clone()
+    }
+
+    // ------------------------------------------------------------ sending
+
+    /// Encodes a message with this connection's encoding.
+    pub(crate) fn encode(&self, msg: &Message) -> Option<Bytes> {
+        match self.inner.encoding.encode(msg) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!(conn = %self.id(), error = %e, "cannot encode message");
+                None
+            }
+        }
+    }
+
+    /// Queues an encoded frame, waiting while the queue is full.
+    pub(crate) async fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
+        if !self.is_open() {
+            return Err(SendError::Closed);
+        }
+        self.inner
+            .tx
+            .send(frame)
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// Queues an encoded frame without waiting. A full queue means the
+    /// client does not keep up: the connection is closed with 4008.
+    pub(crate) fn try_send_frame(&self, frame: Bytes) -> Result<(), SendError> {
+        if !self.is_open() {
+            return Err(SendError::Closed);
+        }
+        match self.inner.tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(conn = %self.id(), "slow consumer: outbound queue full, closing");
+                self.close(CloseCode::SlowConsumer);
+                Err(SendError::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+
+    pub(crate) async fn send_message(&self, msg: &Message) -> Result<(), SendError> {
+        match self.encode(msg) {
+            Some(frame) => self.send_frame(frame).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a notification.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] when the connection is gone.
+    pub async fn notify(&self, topic: &str, data: Value) -> Result<(), SendError> {
+        self.send_message(&Notification::new(Some(topic.to_owned()), data).into())
+            .await
+    }
+
+    /// Sends a notification that says which peer it is from (relay).
+    pub(crate) async fn notify_from(
+        &self,
+        topic: Option<String>,
+        data: Value,
+        from: PeerRef,
+    ) -> Result<(), SendError> {
+        let mut n = Notification::new(topic, data);
+        n.peer = Some(from);
+        self.send_message(&n.into()).await
+    }
+
+    /// Sends an error notification (topic `helios:error`) for a fault not
+    /// tied to a readable request.
+    pub(crate) async fn notify_error(&self, error: &ErrorBody, request_id: Option<&str>) {
+        let mut data = json!({ "code": error.code.as_str(), "message": error.message });
+        if let Some(id) = request_id {
+            data["requestId"] = Value::String(id.to_owned());
+        }
+        let _ = self.notify(ERROR_TOPIC, data).await;
+    }
+
+    /// Calls a method on the client and waits for its answer, up to the
+    /// server's request timeout.
+    ///
+    /// # Errors
+    /// The client's error response unchanged, or `REQUEST_TIMEOUT`, or
+    /// `CONNECTION_CLOSED` when the connection ends first.
+    pub async fn request(&self, method: &str, payload: Value) -> Result<Value, ErrorBody> {
+        self.request_with(method, payload, self.inner.request_timeout)
+            .await
+    }
+
+    /// [`request`](Self::request) with its own timeout.
+    ///
+    /// # Errors
+    /// As [`request`](Self::request).
+    pub async fn request_with(
+        &self,
+        method: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<Value, ErrorBody> {
+        let mut req = Request::new(method, payload);
+        req.timeout_ms = Some(timeout.as_millis() as u64);
+        self.send_request(req, timeout).await.result
+    }
+
+    /// Sends a request and waits for the whole response (relay needs the
+    /// response as is).
+    pub(crate) async fn send_request(&self, req: Request, timeout: Duration) -> Response {
+        let id = req.id.clone();
+        let (tx, rx) = oneshot::channel();
+        self.inner.pending.lock().insert(id.clone(), tx);
+        let guard = PendingGuard {
+            conn: self,
+            id: Some(id.clone()),
+        };
+        if self.send_message(&Message::Request(req)).await.is_err() {
+            return closed_response(id);
+        }
+        let outcome = tokio::time::timeout(timeout, rx).await;
+        let mut guard = guard;
+        match outcome {
+            Ok(Ok(resp)) => {
+                guard.id = None;
+                resp
+            }
+            Ok(Err(_)) => {
+                guard.id = None;
+                closed_response(id)
+            }
+            Err(_) => {
+                drop(guard); // sends the cancel
+                Response::error(
+                    id,
+                    ErrorCode::REQUEST_TIMEOUT,
+                    format!("no response within {} ms", timeout.as_millis()),
+                )
+            }
+        }
+    }
+
+    /// Delivers a response from the client to the waiting request; `false`
+    /// when no request with that id is pending (a stray response).
+    pub(crate) fn resolve(&self, resp: Response) -> bool {
+        let waiter = self.inner.pending.lock().remove(&resp.id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(resp);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes the connection with a close code. Frames already queued are
+    /// still sent unless the reason is a slow consumer.
+    pub fn close(&self, code: CloseCode) {
+        let _ = self.inner.close_code.set(code);
+        self.inner.closed.cancel();
+    }
+
+    pub(crate) fn close_code(&self) -> CloseCode {
+        self.inner
+            .close_code
+            .get()
+            .copied()
+            .unwrap_or(CloseCode::Normal)
+    }
+
+    pub(crate) fn closed_token(&self) -> &CancellationToken {
+        &self.inner.closed
+    }
+
+    /// Fails every server→client request still waiting (the connection ended).
+    pub(crate) fn fail_pending(&self) {
+        self.inner.pending.lock().clear();
+    }
+}
+
+fn closed_response(id: RequestId) -> Response {
+    Response::error(
+        id,
+        ErrorCode::from("CONNECTION_CLOSED"),
+        "the connection closed before the response arrived",
+    )
+}
+
+/// Removes a pending server→client request when its waiter gives up
+/// (timeout or dropped future) and tells the client to cancel it.
+struct PendingGuard<'a> {
+    conn: &'a Connection,
+    id: Option<RequestId>,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        if self.conn.inner.pending.lock().remove(&id).is_some() {
+            let cancel = Notification::new(
+                Some(CANCEL_TOPIC.to_owned()),
+                json!({ "requestId": id.as_str() }),
+            );
+            if let Some(frame) = self.conn.encode(&cancel.into()) {
+                let _ = self.conn.inner.tx.try_send(frame);
+            }
+        }
+    }
+}

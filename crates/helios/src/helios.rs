@@ -1,0 +1,338 @@
+//! [`Builder`] wires methods, events, middleware and hooks; [`Helios`] is the
+//! running server's cheap-clone handle.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use helios_protocol::ParseMode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::builtins;
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::error::RegisterError;
+use crate::handler::{BoxFuture, EventHandler, MethodHandler, erase_event, erase_method};
+use crate::middleware::Middleware;
+use crate::registry::ConnectionRegistry;
+use crate::router::{MethodOptions, RouteTable};
+
+type ConnectHook = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
+
+/// Builds a [`Helios`] server.
+///
+/// ```
+/// use helios::{Context, Helios, MethodError};
+///
+/// async fn hello(ctx: Context<String>) -> Result<String, MethodError> {
+///     Ok(format!("hello, {}", ctx.payload))
+/// }
+///
+/// let helios = Helios::builder()
+///     .request_timeout(std::time::Duration::from_secs(2))
+///     .method("greet:hello", hello)
+///     .on("chat:typing", |ctx: Context| async move { println!("{} types", ctx.connection().id()) })
+///     .build();
+/// assert_eq!(helios.connection_count(), 0);
+/// ```
+#[must_use = "a Builder does nothing until `build()`"]
+pub struct Builder {
+    config: Config,
+    routes: RouteTable,
+    on_connect: Vec<ConnectHook>,
+    on_disconnect: Vec<ConnectHook>,
+}
+
+impl Builder {
+    fn new() -> Self {
+        Self {
+            config: Config::default(),
+            routes: RouteTable::default(),
+            on_connect: Vec::new(),
+            on_disconnect: Vec::new(),
+        }
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Default method timeout (5 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Largest accepted message in bytes (1 MiB).
+    pub fn max_message_bytes(mut self, max: usize) -> Self {
+        self.config.max_message_bytes = max;
+        self
+    }
+
+    /// Method-name rules (strict). Set before registering methods.
+    pub fn parse_mode(mut self, mode: ParseMode) -> Self {
+        self.config.parse_mode = mode;
+        self
+    }
+
+    /// Registers a method handler.
+    ///
+    /// # Panics
+    /// When the name is reserved, invalid, or already taken; use
+    /// [`try_method`](Self::try_method) to get the error instead.
+    #[track_caller]
+    pub fn method<T, H: MethodHandler<T>>(self, name: &str, handler: H) -> Self {
+        self.method_with(name, handler, MethodOptions::new())
+    }
+
+    /// Registers a method handler with options (e.g. its own timeout).
+    ///
+    /// # Panics
+    /// As [`method`](Self::method).
+    #[track_caller]
+    pub fn method_with<T, H: MethodHandler<T>>(
+        self,
+        name: &str,
+        handler: H,
+        opts: MethodOptions,
+    ) -> Self {
+        match self.try_method_with(name, handler, opts) {
+            Ok(b) => b,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Registers a method handler, or says why it cannot be.
+    ///
+    /// # Errors
+    /// [`RegisterError`] for a reserved namespace, a bad name or a duplicate.
+    pub fn try_method<T, H: MethodHandler<T>>(
+        self,
+        name: &str,
+        handler: H,
+    ) -> Result<Self, RegisterError> {
+        self.try_method_with(name, handler, MethodOptions::new())
+    }
+
+    /// [`try_method`](Self::try_method) with options.
+    ///
+    /// # Errors
+    /// As [`try_method`](Self::try_method).
+    pub fn try_method_with<T, H: MethodHandler<T>>(
+        mut self,
+        name: &str,
+        handler: H,
+        opts: MethodOptions,
+    ) -> Result<Self, RegisterError> {
+        let mode = self.config.parse_mode;
+        self.routes
+            .add_method(name, erase_method(handler), opts, mode)?;
+        Ok(self)
+    }
+
+    /// Registers a handler for client notifications on a topic (exact or
+    /// glob pattern).
+    ///
+    /// # Panics
+    /// When the pattern is malformed.
+    #[track_caller]
+    pub fn on<T, H: EventHandler<T>>(mut self, topic: &str, handler: H) -> Self {
+        if let Err(e) = self.routes.add_event(topic, erase_event(handler)) {
+            panic!("{e}");
+        }
+        self
+    }
+
+    /// Adds middleware for the methods matching a glob pattern (`*` one
+    /// segment, `**` any). Middleware runs in registration order.
+    ///
+    /// # Panics
+    /// When the pattern is malformed.
+    #[track_caller]
+    pub fn middleware(mut self, pattern: &str, mw: impl Middleware) -> Self {
+        if let Err(e) = self.routes.add_middleware(pattern, Arc::new(mw)) {
+            panic!("{e}");
+        }
+        self
+    }
+
+    /// Groups methods and middleware under a namespace prefix: inside,
+    /// `method("list", h)` registers `api:list` and `middleware("**", m)`
+    /// covers `api:**`.
+    ///
+    /// ```
+    /// use helios::{Context, Helios, MethodError};
+    /// let helios = Helios::builder()
+    ///     .namespace("api", |ns| ns.method("users", |_: Context| async { Ok::<_, MethodError>(vec!["ada"]) }))
+    ///     .build();
+    /// # drop(helios);
+    /// ```
+    pub fn namespace(self, prefix: &str, f: impl FnOnce(Namespace) -> Namespace) -> Self {
+        f(Namespace {
+            builder: self,
+            prefix: prefix.to_owned(),
+        })
+        .builder
+    }
+
+    /// Runs for every new connection, after the welcome and before its first
+    /// message is read.
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connect.push(Arc::new(move |c| Box::pin(hook(c))));
+        self
+    }
+
+    /// Runs when a connection has ended.
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnect
+            .push(Arc::new(move |c| Box::pin(hook(c))));
+        self
+    }
+
+    /// Finishes the server.
+    pub fn build(mut self) -> Helios {
+        builtins::register(&mut self.routes);
+        self.routes.finish();
+        Helios {
+            inner: Arc::new(Inner {
+                config: self.config,
+                routes: self.routes,
+                registry: ConnectionRegistry::new(),
+                on_connect: self.on_connect,
+                on_disconnect: self.on_disconnect,
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+}
+
+/// A namespace being filled; see [`Builder::namespace`].
+#[must_use]
+pub struct Namespace {
+    builder: Builder,
+    prefix: String,
+}
+
+impl Namespace {
+    fn full(&self, name: &str) -> String {
+        format!("{}:{}", self.prefix, name)
+    }
+
+    /// Registers `prefix:name`.
+    ///
+    /// # Panics
+    /// As [`Builder::method`].
+    #[track_caller]
+    pub fn method<T, H: MethodHandler<T>>(mut self, name: &str, handler: H) -> Self {
+        let full = self.full(name);
+        self.builder = self.builder.method(&full, handler);
+        self
+    }
+
+    /// Adds middleware for `prefix:pattern`.
+    ///
+    /// # Panics
+    /// As [`Builder::middleware`].
+    #[track_caller]
+    pub fn middleware(mut self, pattern: &str, mw: impl Middleware) -> Self {
+        let full = self.full(pattern);
+        self.builder = self.builder.middleware(&full, mw);
+        self
+    }
+}
+
+/// A Helios server: the handle that serves connections and reaches them.
+///
+/// Cheap to clone; every clone is the same server.
+#[derive(Clone)]
+pub struct Helios {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    routes: RouteTable,
+    registry: ConnectionRegistry,
+    on_connect: Vec<ConnectHook>,
+    on_disconnect: Vec<ConnectHook>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Helios {
+    /// Starts building a server.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// A handle to a live connection, by `starlingId`.
+    pub fn connection(&self, id: &str) -> Option<Connection> {
+        self.inner.registry.get(id)
+    }
+
+    /// Every live connection.
+    pub fn connections(&self) -> Vec<Connection> {
+        self.inner.registry.all()
+    }
+
+    /// How many connections are live.
+    pub fn connection_count(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// Starts a graceful shutdown: no new requests, in-flight ones finish
+    /// (up to the grace period), then every connection closes with 1001.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    pub(crate) fn routes(&self) -> &RouteTable {
+        &self.inner.routes
+    }
+
+    pub(crate) fn registry(&self) -> &ConnectionRegistry {
+        &self.inner.registry
+    }
+
+    pub(crate) async fn run_connect_hooks(&self, conn: &Connection) {
+        for hook in &self.inner.on_connect {
+            hook(conn.clone()).await;
+        }
+    }
+
+    pub(crate) async fn run_disconnect_hooks(&self, conn: &Connection) {
+        for hook in &self.inner.on_disconnect {
+            hook(conn.clone()).await;
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Helios: a real-time messaging server library.
+//!
+//! One WebSocket per client carries requests both ways, notifications,
+//! room deliveries and relayed peer messages, in the Helios-Starling
+//! protocol (see `docs/protocol.md`).
+//!
+//! ```no_run
+//! use helios::{Context, Helios, MethodError};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct NewUser { name: String }
+//!
+//! async fn create_user(ctx: Context<NewUser>) -> Result<serde_json::Value, MethodError> {
+//!     Ok(serde_json::json!({ "id": 1, "name": ctx.payload.name }))
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let helios = Helios::builder().method("user:create", create_user).build();
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:7700").await?;
+//!     helios.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! }
+//! ```
+
+mod builtins;
+mod config;
+mod connection;
+mod context;
+mod error;
+mod glob;
+mod handler;
+mod helios;
+mod middleware;
+mod registry;
+mod router;
+mod server;
+mod socket;
+
+pub use config::Config;
+pub use connection::{CANCEL_TOPIC, Connection, ERROR_TOPIC, SendError, WELCOME_TOPIC};
+pub use context::Context;
+pub use error::{MethodError, RegisterError};
+pub use glob::Pattern;
+pub use handler::{EventHandler, IntoEventOutcome, IntoReply, MethodHandler, Reply};
+pub use helios::{Builder, Helios, Namespace};
+pub use middleware::{Middleware, Next};
+pub use router::MethodOptions;
+pub use server::{UpgradeRejection, accept_key, websocket_builder};
+
+/// The wire protocol crate, re-exported.
+pub use helios_protocol as protocol;

@@ -1,0 +1,175 @@
+//! The route table: methods, notification handlers and middleware, resolved
+//! once at build time so a call finds its whole chain with one lookup.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use helios_protocol::{ParseMode, is_reserved};
+
+use crate::error::RegisterError;
+use crate::glob::Pattern;
+use crate::handler::{ErasedEvent, ErasedMethod};
+use crate::middleware::{Middleware, Next};
+
+/// Per-method options.
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = helios::MethodOptions::new().timeout(Duration::from_secs(30));
+/// # drop(opts);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MethodOptions {
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl MethodOptions {
+    /// Default options (the server-wide timeout).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Overrides the request timeout for this method.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+pub(crate) struct Route {
+    handler: ErasedMethod,
+    chain: Arc<[Arc<dyn Middleware>]>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl Route {
+    pub(crate) fn next(&self) -> Next {
+        Next::new(self.chain.clone(), self.handler.clone())
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct RouteTable {
+    methods: HashMap<String, Route>,
+    exact_events: HashMap<String, Vec<ErasedEvent>>,
+    pattern_events: Vec<(Pattern, ErasedEvent)>,
+    middleware: Vec<(Pattern, Arc<dyn Middleware>)>,
+    fallback: Option<ErasedMethod>,
+}
+
+impl RouteTable {
+    pub(crate) fn add_method(
+        &mut self,
+        name: &str,
+        handler: ErasedMethod,
+        opts: MethodOptions,
+        mode: ParseMode,
+    ) -> Result<(), RegisterError> {
+        if is_reserved(name) {
+            return Err(RegisterError::Reserved(name.to_owned()));
+        }
+        mode.check_method(name)
+            .map_err(|reason| RegisterError::InvalidName {
+                name: name.to_owned(),
+                reason,
+            })?;
+        self.add_builtin(name, handler, opts)
+    }
+
+    /// Registers without the reserved-namespace check (built-ins only).
+    pub(crate) fn add_builtin(
+        &mut self,
+        name: &str,
+        handler: ErasedMethod,
+        opts: MethodOptions,
+    ) -> Result<(), RegisterError> {
+        if self.methods.contains_key(name) {
+            return Err(RegisterError::Duplicate(name.to_owned()));
+        }
+        let route = Route {
+            handler,
+            chain: Arc::from(Vec::new()),
+            timeout: opts.timeout,
+        };
+        self.methods.insert(name.to_owned(), route);
+        Ok(())
+    }
+
+    pub(crate) fn add_event(
+        &mut self,
+        topic: &str,
+        handler: ErasedEvent,
+    ) -> Result<(), RegisterError> {
+        let pattern = Pattern::new(topic)?;
+        if pattern.is_exact() {
+            self.exact_events
+                .entry(topic.to_owned())
+                .or_default()
+                .push(handler);
+        } else {
+            self.pattern_events.push((pattern, handler));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn add_middleware(
+        &mut self,
+        pattern: &str,
+        mw: Arc<dyn Middleware>,
+    ) -> Result<(), RegisterError> {
+        self.middleware.push((Pattern::new(pattern)?, mw));
+        Ok(())
+    }
+
+    pub(crate) fn set_fallback(&mut self, handler: ErasedMethod) {
+        self.fallback = Some(handler);
+    }
+
+    /// Resolves every method's middleware chain, in registration order.
+    pub(crate) fn finish(&mut self) {
+        let chains: Vec<(String, Arc<[Arc<dyn Middleware>]>)> = self
+            .methods
+            .keys()
+            // built-ins are not wrapped by user middleware
+            .filter(|name| !is_reserved(name))
+            .map(|name| (name.clone(), self.chain_for(name)))
+            .collect();
+        for (name, chain) in chains {
+            if let Some(route) = self.methods.get_mut(&name) {
+                route.chain = chain;
+            }
+        }
+    }
+
+    fn chain_for(&self, name: &str) -> Arc<[Arc<dyn Middleware>]> {
+        self.middleware
+            .iter()
+            .filter(|(p, _)| p.matches(name))
+            .map(|(_, mw)| mw.clone())
+            .collect()
+    }
+
+    pub(crate) fn method(&self, name: &str) -> Option<&Route> {
+        self.methods.get(name)
+    }
+
+    /// The chain for a method nobody registered: the fallback (e.g. the
+    /// HTTP backend) behind the matching middleware.
+    pub(crate) fn fallback(&self, name: &str) -> Option<Next> {
+        let handler = self.fallback.clone()?;
+        Some(Next::new(self.chain_for(name), handler))
+    }
+
+    pub(crate) fn events(&self, topic: &str) -> Vec<ErasedEvent> {
+        let mut out: Vec<ErasedEvent> = self.exact_events.get(topic).cloned().unwrap_or_default();
+        out.extend(
+            self.pattern_events
+                .iter()
+                .filter(|(p, _)| p.matches(topic))
+                .map(|(_, h)| h.clone()),
+        );
+        out
+    }
+}

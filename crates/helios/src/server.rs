@@ -1,0 +1,267 @@
+//! HTTP side: the WebSocket upgrade on `/ws` and `/`, `GET /healthz`, and
+//! `serve` with graceful shutdown.
+
+use std::future::{Future, IntoFuture};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use helios_protocol::Encoding;
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_websockets::{Config as WsConfig, Limits, ServerBuilder};
+
+use crate::connection::Connection;
+use crate::helios::Helios;
+use crate::socket::{drive, new_connection_id};
+
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Why an upgrade request was refused (each answers with its own status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpgradeRejection {
+    /// Not a WebSocket upgrade (plain HTTP GET).
+    #[error("this endpoint speaks WebSocket: send an Upgrade: websocket request")]
+    NotUpgrade,
+    /// `Sec-WebSocket-Version` is not 13.
+    #[error("unsupported Sec-WebSocket-Version (only 13)")]
+    BadVersion,
+    /// `Sec-WebSocket-Key` is missing.
+    #[error("missing Sec-WebSocket-Key")]
+    MissingKey,
+    /// The client asked only for subprotocols Helios does not speak.
+    #[error("no supported subprotocol (helios-starling.v1.json, helios-starling.v1.msgpack)")]
+    BadSubprotocol,
+    /// The connection cannot be upgraded (e.g. HTTP/2).
+    #[error("connection cannot be upgraded")]
+    NotUpgradable,
+}
+
+impl IntoResponse for UpgradeRejection {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::NotUpgrade => StatusCode::UPGRADE_REQUIRED,
+            Self::BadVersion => StatusCode::UPGRADE_REQUIRED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut resp = (status, self.to_string()).into_response();
+        if status == StatusCode::UPGRADE_REQUIRED {
+            resp.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            resp.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        resp
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// The accepted parts of a WebSocket handshake.
+pub(crate) struct Handshake {
+    accept: String,
+    encoding: Encoding,
+    subprotocol: Option<&'static str>,
+}
+
+/// Checks a WebSocket upgrade request and returns the
+/// `Sec-WebSocket-Accept` value to answer with.
+///
+/// # Errors
+/// The [`UpgradeRejection`] that says what is wrong with the request.
+pub fn accept_key(headers: &HeaderMap) -> Result<String, UpgradeRejection> {
+    check_handshake(headers).map(|hs| hs.accept)
+}
+
+pub(crate) fn check_handshake(headers: &HeaderMap) -> Result<Handshake, UpgradeRejection> {
+    if !has_token(headers, header::UPGRADE, "websocket")
+        || !has_token(headers, header::CONNECTION, "upgrade")
+    {
+        return Err(UpgradeRejection::NotUpgrade);
+    }
+    if header_str(headers, header::SEC_WEBSOCKET_VERSION) != Some("13") {
+        return Err(UpgradeRejection::BadVersion);
+    }
+    let key = header_str(headers, header::SEC_WEBSOCKET_KEY).ok_or(UpgradeRejection::MissingKey)?;
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key.trim().as_bytes());
+    sha.update(WS_GUID.as_bytes());
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes());
+    let (encoding, subprotocol) = match header_str(headers, header::SEC_WEBSOCKET_PROTOCOL) {
+        None => (Encoding::Json, None),
+        Some(offers) => {
+            let enc = Encoding::negotiate(offers).ok_or(UpgradeRejection::BadSubprotocol)?;
+            (enc, Some(enc.subprotocol()))
+        }
+    };
+    Ok(Handshake {
+        accept,
+        encoding,
+        subprotocol,
+    })
+}
+
+async fn upgrade(State(helios): State<Helios>, mut req: Request<Body>) -> Response {
+    let hs = match check_handshake(req.headers()) {
+        Ok(hs) => hs,
+        Err(e) => return e.into_response(),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<OnUpgrade>() else {
+        return UpgradeRejection::NotUpgradable.into_response();
+    };
+    if helios.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down").into_response();
+    }
+    let encoding = hs.encoding;
+    let task_helios = helios.clone();
+    helios.tracker().spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => accept_socket(task_helios, TokioIo::new(upgraded), encoding).await,
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&hs.accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = hs.subprotocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    resp
+}
+
+/// The WebSocket settings every Helios socket uses (also the Autobahn
+/// example's, so conformance is tested on the real configuration).
+pub fn websocket_builder(max_message_bytes: usize) -> ServerBuilder {
+    ServerBuilder::new()
+        .limits(Limits::default().max_payload_len(Some(max_message_bytes)))
+        .config(WsConfig::default().frame_size(64 * 1024))
+}
+
+/// Takes over an upgraded stream and runs the connection to its end.
+pub(crate) async fn accept_socket<S>(helios: Helios, io: S, encoding: Encoding)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = websocket_builder(helios.config().max_message_bytes).serve(io);
+    let (tx, rx) = mpsc::channel(helios.config().outbound_queue_frames);
+    let conn = Connection::new(
+        new_connection_id(),
+        encoding,
+        tx,
+        helios.config().request_timeout,
+    );
+    drive(helios, ws, conn, rx).await;
+}
+
+async fn healthz(State(helios): State<Helios>) -> Response {
+    let body = serde_json::json!({
+        "status": if helios.is_shutting_down() { "draining" } else { "ok" },
+        "connections": helios.connection_count(),
+    });
+    let status = if helios.is_shutting_down() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl Helios {
+    /// The HTTP routes of the server (`/ws` and `/` upgrade, `GET /healthz`),
+    /// to serve as is or merge into an application's axum router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/ws", get(upgrade))
+            .route("/", get(upgrade))
+            .route("/healthz", get(healthz))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains: new
+    /// requests are refused, in-flight ones finish within the grace period,
+    /// and every connection closes with 1001.
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// let helios = helios::Helios::builder().build();
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:7700").await?;
+    /// helios.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// I/O errors of the listener.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        self.serve_router(listener, router, shutdown).await
+    }
+
+    /// [`serve`](Self::serve) with a custom router (e.g. this server's
+    /// routes merged with the application's own).
+    ///
+    /// # Errors
+    /// I/O errors of the listener.
+    pub async fn serve_router(
+        self,
+        listener: TcpListener,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let token = self.shutdown_token().clone();
+        let trigger = self.clone();
+        let signal = async move {
+            tokio::select! {
+                _ = shutdown => trigger.shutdown(),
+                _ = token.cancelled() => {}
+            }
+        };
+        axum::serve(listener, router)
+            .with_graceful_shutdown(signal)
+            .into_future()
+            .await?;
+        // HTTP is done; now wait for the upgraded sockets to drain.
+        self.tracker().close();
+        let bound = self.config().shutdown_grace + Duration::from_secs(5);
+        if tokio::time::timeout(bound, self.tracker().wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections did not close within {bound:?}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,434 @@
+//! Drives one WebSocket: a reader that decodes, routes and spawns handlers,
+//! and a writer that drains the connection's bounded queue of encoded frames.
+//!
+//! One way through for a message: socket → decode → route → handler task →
+//! (back in the reader) encode → outbound queue → writer → socket. Handlers
+//! run as tasks in a per-connection `JoinSet`, so a slow handler never holds
+//! up the next request; their results come back to the reader, which alone
+//! decides what is answered. That is what makes cancellation race-free: a
+//! cancelled request is removed before its handler's result could be sent.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use helios_protocol::{
+    CloseCode, Codec, DecodeError, ErrorBody, ErrorCode, FrameType, Message, Notification, Request,
+    RequestId, Response, now_ms,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_websockets::{Message as WsMessage, WebSocketStream};
+
+use crate::connection::{CANCEL_TOPIC, Connection, WELCOME_TOPIC};
+use crate::context::{Context, Meta};
+use crate::handler::Reply;
+use crate::helios::Helios;
+
+/// What a finished handler task hands back to the reader.
+enum Done {
+    Reply(RequestId, Reply),
+    Event,
+}
+
+/// The reader side of one connection.
+struct Reader {
+    helios: Helios,
+    conn: Connection,
+    inflight: JoinSet<Done>,
+    aborts: HashMap<RequestId, AbortHandle>,
+    invalid_window: (Instant, u32),
+}
+
+/// Runs a connection to its end.
+pub(crate) async fn drive<S>(
+    helios: Helios,
+    ws: WebSocketStream<S>,
+    conn: Connection,
+    rx: mpsc::Receiver<Bytes>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, stream) = ws.split();
+    let frame_type = conn.encoding().frame_type();
+    let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), frame_type));
+
+    helios.registry().insert(conn.clone());
+    let welcome = Notification::new(
+        Some(WELCOME_TOPIC.to_owned()),
+        json!({ "starlingId": conn.id(), "recovered": false, "serverTime": now_ms() }),
+    );
+    let _ = conn.send_message(&welcome.into()).await;
+    helios.run_connect_hooks(&conn).await;
+
+    let mut reader = Reader {
+        helios: helios.clone(),
+        conn: conn.clone(),
+        inflight: JoinSet::new(),
+        aborts: HashMap::new(),
+        invalid_window: (Instant::now(), 0),
+    };
+    reader.run(stream).await;
+
+    // Teardown: leave the registry, stop handlers, fail waiting requests.
+    helios.registry().remove(conn.id());
+    reader.inflight.abort_all();
+    conn.fail_pending();
+    conn.close(CloseCode::Normal); // no-op when a code is already set
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    helios.run_disconnect_hooks(&conn).await;
+}
+
+impl Reader {
+    async fn run<St>(&mut self, mut stream: St)
+    where
+        St: futures_util::Stream<Item = Result<WsMessage, tokio_websockets::Error>> + Unpin,
+    {
+        let cap = self.helios.config().max_inflight_per_connection;
+        let shutdown = self.helios.shutdown_token().clone();
+        let closed = self.conn.closed_token().clone();
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let draining = drain_deadline.is_some();
+            if draining && self.inflight.is_empty() {
+                self.conn.close(CloseCode::GoingAway);
+                return;
+            }
+            tokio::select! {
+                biased;
+                Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
+                    if let Ok(Done::Reply(id, reply)) = done {
+                        self.answer(id, reply).await;
+                    }
+                }
+                _ = closed.cancelled() => return,
+                _ = shutdown.cancelled(), if !draining => {
+                    let grace = self.helios.config().shutdown_grace;
+                    drain_deadline = Some(tokio::time::Instant::now() + grace);
+                }
+                _ = sleep_until(drain_deadline), if draining => {
+                    let ids: Vec<RequestId> = self.aborts.keys().cloned().collect();
+                    for id in ids {
+                        self.cancel(&id, ErrorCode::SHUTTING_DOWN, "server shut down before the request finished").await;
+                    }
+                    self.inflight.abort_all();
+                    self.conn.close(CloseCode::GoingAway);
+                    return;
+                }
+                frame = stream.next(), if !draining && self.inflight.len() < cap => {
+                    match frame {
+                        None => return,
+                        Some(Ok(msg)) => self.on_frame(msg).await,
+                        Some(Err(e)) => {
+                            tracing::debug!(conn = %self.conn.id(), error = %e, "websocket error");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, msg: WsMessage) {
+        let kind = if msg.is_text() {
+            FrameType::Text
+        } else if msg.is_binary() {
+            FrameType::Binary
+        } else {
+            return; // ping, pong and close are handled by the WebSocket layer
+        };
+        let encoding = self.conn.encoding();
+        if kind != encoding.frame_type() {
+            let what = match kind {
+                FrameType::Text => "text frames are not accepted with the MessagePack encoding",
+                FrameType::Binary => {
+                    "binary frames are not accepted with the JSON encoding; negotiate helios-starling.v1.msgpack to send MessagePack"
+                }
+            };
+            self.invalid(
+                ErrorBody::new(ErrorCode::INVALID_MESSAGE_FORMAT, what),
+                None,
+            )
+            .await;
+            return;
+        }
+        let payload = msg.into_payload();
+        match encoding.decode(&payload, self.helios.config().parse_mode) {
+            Ok(Message::Request(req)) => self.on_request(req).await,
+            Ok(Message::Response(resp)) => self.on_response(resp).await,
+            Ok(Message::Notification(n)) => self.on_notification(n).await,
+            Err(e) => self.on_decode_error(e).await,
+        }
+    }
+
+    async fn on_decode_error(&mut self, e: DecodeError) {
+        let body = e.to_error_body();
+        self.invalid(body, e.request_id).await;
+    }
+
+    /// Answers an invalid message: with an error response when its
+    /// `requestId` is known, else with a `helios:error` notification. Too many
+    /// in a minute close the connection (1008).
+    async fn invalid(&mut self, body: ErrorBody, request_id: Option<String>) {
+        match request_id {
+            Some(id) => {
+                let resp = Response::err(RequestId::from(id), body);
+                let _ = self.conn.send_message(&resp.into()).await;
+            }
+            None => self.conn.notify_error(&body, None).await,
+        }
+        let (start, count) = &mut self.invalid_window;
+        if start.elapsed() > Duration::from_secs(60) {
+            *start = Instant::now();
+            *count = 0;
+        }
+        *count += 1;
+        if *count > self.helios.config().max_invalid_per_minute {
+            tracing::info!(conn = %self.conn.id(), "too many invalid messages, closing");
+            self.conn.close(CloseCode::PolicyViolation);
+        }
+    }
+
+    async fn on_request(&mut self, req: Request) {
+        if self.aborts.contains_key(&req.id) {
+            let body = ErrorBody::new(
+                ErrorCode::INVALID_MESSAGE_FORMAT,
+                "a request with this requestId is already in flight",
+            );
+            self.invalid(body, Some(req.id.to_string())).await;
+            return;
+        }
+        if self.helios.is_shutting_down() {
+            let resp = Response::error(req.id, ErrorCode::SHUTTING_DOWN, "server is shutting down");
+            let _ = self.conn.send_message(&resp.into()).await;
+            return;
+        }
+        let router = self.helios.routes();
+        let (next, route_timeout) = match router.method(&req.method) {
+            Some(route) => (route.next(), route.timeout),
+            None => match router.fallback(&req.method) {
+                Some(next) => (next, None),
+                None => {
+                    let resp = Response::error(
+                        req.id,
+                        ErrorCode::METHOD_NOT_FOUND,
+                        format!("no method {:?}", req.method),
+                    );
+                    let _ = self.conn.send_message(&resp.into()).await;
+                    return;
+                }
+            },
+        };
+        let mut timeout = route_timeout.unwrap_or(self.helios.config().request_timeout);
+        if let Some(ms) = req.timeout_ms {
+            timeout = timeout.min(Duration::from_millis(ms));
+        }
+        let id = req.id.clone();
+        let ctx = Context {
+            payload: req.payload.unwrap_or(Value::Null),
+            meta: Meta {
+                connection: self.conn.clone(),
+                helios: self.helios.clone(),
+                name: req.method,
+                request_id: Some(req.id),
+                peer: req.peer,
+                timestamp: req.timestamp,
+            },
+        };
+        let task_id = id.clone();
+        let handle = self.inflight.spawn(async move {
+            let run = AssertUnwindSafe(next.run(ctx)).catch_unwind();
+            let reply = match tokio::time::timeout(timeout, run).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(panic)) => Err(crate::error::MethodError::internal(format!(
+                    "handler panicked: {}",
+                    panic_message(&panic)
+                ))),
+                Err(_) => Err(crate::error::MethodError::new(
+                    ErrorCode::REQUEST_TIMEOUT,
+                    format!("method did not finish within {} ms", timeout.as_millis()),
+                )),
+            };
+            Done::Reply(task_id, reply)
+        });
+        self.aborts.insert(id, handle);
+    }
+
+    /// Sends a finished handler's answer, unless the request was cancelled.
+    async fn answer(&mut self, id: RequestId, reply: Reply) {
+        if self.aborts.remove(&id).is_none() {
+            return; // cancelled: already answered REQUEST_CANCELLED
+        }
+        let resp = match reply {
+            Ok(data) => Response::ok(id, data),
+            Err(e) => Response::err(id, e.into_body()),
+        };
+        let _ = self.conn.send_message(&resp.into()).await;
+    }
+
+    /// Drops a running handler and answers its request with `code`.
+    async fn cancel(&mut self, id: &RequestId, code: ErrorCode, message: &str) -> bool {
+        match self.aborts.remove(id) {
+            Some(handle) => {
+                handle.abort();
+                let resp = Response::error(id.clone(), code, message);
+                let _ = self.conn.send_message(&resp.into()).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn on_response(&mut self, resp: Response) {
+        let id = resp.id.to_string();
+        if !self.conn.resolve(resp) {
+            let body = ErrorBody::new(
+                ErrorCode::INVALID_MESSAGE_FORMAT,
+                "response to an unknown requestId (no such request is pending)",
+            );
+            self.conn.notify_error(&body, Some(&id)).await;
+        }
+    }
+
+    async fn on_notification(&mut self, n: Notification) {
+        let topic = n.topic.unwrap_or_default();
+        if topic == CANCEL_TOPIC {
+            let Some(id) = n.data.get("requestId").and_then(Value::as_str) else {
+                let body = ErrorBody::new(
+                    ErrorCode::INVALID_MESSAGE_FORMAT,
+                    "helios:cancel needs data.requestId",
+                );
+                self.invalid(body, None).await;
+                return;
+            };
+            // Unknown ids are fine: the request may have just finished.
+            self.cancel(
+                &RequestId::from(id),
+                ErrorCode::REQUEST_CANCELLED,
+                "request cancelled by the caller",
+            )
+            .await;
+            return;
+        }
+        let handlers = self.helios.routes().events(&topic);
+        if handlers.is_empty() {
+            let body = ErrorBody::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("no handler for notification topic {topic:?}"),
+            );
+            self.conn.notify_error(&body, None).await;
+            return;
+        }
+        for handler in handlers {
+            let ctx = Context {
+                payload: n.data.clone(),
+                meta: Meta {
+                    connection: self.conn.clone(),
+                    helios: self.helios.clone(),
+                    name: topic.clone(),
+                    request_id: None,
+                    peer: n.peer.clone(),
+                    timestamp: n.timestamp,
+                },
+            };
+            let conn_id = self.conn.id_arc();
+            let topic = topic.clone();
+            self.inflight.spawn(async move {
+                match AssertUnwindSafe(handler(ctx)).catch_unwind().await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(conn = %conn_id, %topic, error = %e, "notification handler failed"),
+                    Err(p) => tracing::error!(conn = %conn_id, %topic, "notification handler panicked: {}", panic_message(&p)),
+                }
+                Done::Event
+            });
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
+
+fn to_ws(frame: Bytes, kind: FrameType) -> WsMessage {
+    match kind {
+        FrameType::Text => WsMessage::text(frame),
+        FrameType::Binary => WsMessage::binary(frame),
+    }
+}
+
+/// Drains the outbound queue into the socket, batching whatever is queued
+/// into one flush. Ends when the connection is closed: then it sends what is
+/// still queued (unless the client is a slow consumer) and the close frame.
+async fn write_loop<Si>(
+    mut sink: Si,
+    mut rx: mpsc::Receiver<Bytes>,
+    conn: Connection,
+    kind: FrameType,
+) where
+    Si: futures_util::Sink<WsMessage, Error = tokio_websockets::Error> + Unpin,
+{
+    let closed = conn.closed_token().clone();
+    let mut batch = Vec::with_capacity(0);
+    loop {
+        tokio::select! {
+            biased;
+            _ = closed.cancelled() => break,
+            n = rx.recv_many(&mut batch, 64) => {
+                if n == 0 {
+                    break;
+                }
+                for frame in batch.drain(..) {
+                    if sink.feed(to_ws(frame, kind)).await.is_err() {
+                        conn.close(CloseCode::Normal);
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    conn.close(CloseCode::Normal);
+                    return;
+                }
+            }
+        }
+    }
+    let code = conn.close_code();
+    if code != CloseCode::SlowConsumer {
+        while let Ok(frame) = rx.try_recv() {
+            if sink.feed(to_ws(frame, kind)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let close = tokio_websockets::CloseCode::try_from(code.code())
+        .ok()
+        .map(|c| WsMessage::close(Some(c), code.as_str()));
+    if let Some(close) = close {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = sink.send(close).await;
+            let _ = sink.close().await;
+        })
+        .await;
+    }
+}
+
+/// Shared with the upgrade path: a fresh `starlingId`.
+pub(crate) fn new_connection_id() -> Arc<str> {
+    Arc::from(uuid::Uuid::new_v4().hyphenated().to_string())
+}
