@@ -1,0 +1,426 @@
+//! Handlers, middleware, timeouts, cancellation, hooks and server→client
+//! requests, end to end over real sockets.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Raw, Server, notification, request, uuid};
+use helios::{Context, Helios, MethodError, MethodOptions, Next, RegisterError};
+use helios_protocol::ErrorCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Sets its flag when dropped: proves a handler future was really dropped.
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[derive(Deserialize)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+#[tokio::test]
+async fn typed_payloads_errors_and_panics() {
+    let helios = Helios::builder()
+        .method("math:add", |ctx: Context<Add>| async move {
+            Ok::<_, MethodError>(ctx.payload.a + ctx.payload.b)
+        })
+        .method("app:fail", |_: Context| async {
+            Err::<(), _>(MethodError::new(ErrorCode::FORBIDDEN, "not you"))
+        })
+        .method("app:oops", |_: Context| async {
+            Err::<(), _>("plain failure")
+        })
+        .method("app:panic", |_: Context| async {
+            if true {
+                panic!("handler exploded");
+            }
+            Ok::<(), MethodError>(())
+        })
+        .build();
+    let s = Server::start(helios).await;
+    let mut c = Raw::connect(&s.url()).await;
+
+    assert_eq!(
+        c.call("math:add", json!({"a": 2, "b": 40})).await["data"],
+        42
+    );
+    let v = c.call("math:add", json!({"a": "two"})).await;
+    assert_eq!(v["error"]["code"], "INVALID_PAYLOAD", "{v}");
+    let v = c.call("app:fail", json!({})).await;
+    assert_eq!(v["error"]["code"], "FORBIDDEN");
+    assert_eq!(v["error"]["message"], "not you");
+    let v = c.call("app:oops", json!({})).await;
+    assert_eq!(v["error"]["code"], "METHOD_ERROR");
+    let v = c.call("app:panic", json!({})).await;
+    assert_eq!(v["error"]["code"], "METHOD_ERROR");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("handler exploded")
+    );
+    // Both the connection and the server live on.
+    assert_eq!(c.call("math:add", json!({"a": 1, "b": 1})).await["data"], 2);
+    let mut d = Raw::connect(&s.url()).await;
+    assert_eq!(d.call("system:ping", json!({})).await["success"], true);
+}
+
+#[tokio::test]
+async fn timeouts_drop_the_handler() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let dropped_slow = Arc::new(AtomicBool::new(false));
+    let (d1, d2) = (dropped.clone(), dropped_slow.clone());
+    let helios = Helios::builder()
+        .request_timeout(Duration::from_millis(200))
+        .method("app:hang", move |_: Context| {
+            let flag = DropFlag(d1.clone());
+            async move {
+                let _flag = flag;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<(), MethodError>(())
+            }
+        })
+        .method_with(
+            "app:slow",
+            move |_: Context| {
+                let flag = DropFlag(d2.clone());
+                async move {
+                    let _flag = flag;
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    Ok::<_, MethodError>("finished")
+                }
+            },
+            MethodOptions::new().timeout(Duration::from_secs(2)),
+        )
+        .build();
+    let s = Server::start(helios).await;
+    let mut c = Raw::connect(&s.url()).await;
+    let v = c.call("app:hang", json!({})).await;
+    assert_eq!(v["error"]["code"], "REQUEST_TIMEOUT", "{v}");
+    eventually("timed-out handler dropped", || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    // The per-method timeout overrides the default.
+    let v = c.call("app:slow", json!({})).await;
+    assert_eq!(v["data"], "finished", "{v}");
+    // The caller's own `timeout` field shortens it.
+    let id = uuid();
+    let mut r = request(&id, "app:slow", json!({}));
+    r["timeout"] = json!(50);
+    c.send_json(&r).await;
+    assert_eq!(
+        c.response_for(&id).await["error"]["code"],
+        "REQUEST_TIMEOUT"
+    );
+}
+
+#[tokio::test]
+async fn client_cancel_answers_cancelled_and_drops_the_handler() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d = dropped.clone();
+    let helios = Helios::builder()
+        .method("app:hang", move |_: Context| {
+            let flag = DropFlag(d.clone());
+            async move {
+                let _flag = flag;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<(), MethodError>(())
+            }
+        })
+        .build();
+    let s = Server::start(helios).await;
+    let mut c = Raw::connect(&s.url()).await;
+    let id = uuid();
+    c.send_json(&request(&id, "app:hang", json!({}))).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send_json(&notification("helios:cancel", json!({"requestId": id})))
+        .await;
+    let v = c.response_for(&id).await;
+    assert_eq!(v["error"]["code"], "REQUEST_CANCELLED", "{v}");
+    eventually("cancelled handler dropped", || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    // Exactly one response: the next frame answers the next request.
+    let v = c.call("system:ping", json!({})).await;
+    assert_eq!(v["success"], true);
+}
+
+#[tokio::test]
+async fn a_slow_handler_does_not_block_the_next_request() {
+    let helios = Helios::builder()
+        .method("app:slow", |_: Context| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok::<_, MethodError>("slow")
+        })
+        .build();
+    let s = Server::start(helios).await;
+    let mut c = Raw::connect(&s.url()).await;
+    let slow = uuid();
+    c.send_json(&request(&slow, "app:slow", json!({}))).await;
+    let fast = uuid();
+    c.send_json(&request(&fast, "system:echo", json!("fast")))
+        .await;
+    let first = c.next_json().await;
+    assert_eq!(
+        first["requestId"],
+        fast.as_str(),
+        "the fast answer comes first"
+    );
+    assert_eq!(c.response_for(&slow).await["data"], "slow");
+}
+
+#[tokio::test]
+async fn middleware_by_pattern_and_namespaces() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let helios = Helios::builder()
+        .middleware("**", move |ctx: Context, next: Next| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                next.run(ctx).await
+            }
+        })
+        .namespace("admin", |ns| {
+            ns.middleware("**", |ctx: Context, next: Next| async move {
+                if ctx.connection().get("role") != Some(json!("admin")) {
+                    return Err(MethodError::new(ErrorCode::UNAUTHORIZED, "admins only"));
+                }
+                next.run(ctx).await
+            })
+            .method("stats", |_: Context| async {
+                Ok::<_, MethodError>(json!({"users": 3}))
+            })
+        })
+        .method("auth:login", |ctx: Context<String>| async move {
+            ctx.connection().set("role", &ctx.payload);
+            Ok::<_, MethodError>(true)
+        })
+        .method("user:whoami", |ctx: Context| async move {
+            // Middleware can change the payload on its way in.
+            Ok::<_, MethodError>(
+                json!({"role": ctx.connection().get("role"), "payload": ctx.payload}),
+            )
+        })
+        .middleware("user:*", |mut ctx: Context, next: Next| async move {
+            ctx.payload = json!("rewritten");
+            next.run(ctx).await
+        })
+        .build();
+    let s = Server::start(helios).await;
+    let mut c = Raw::connect(&s.url()).await;
+    let v = c.call("admin:stats", json!({})).await;
+    assert_eq!(v["error"]["code"], "UNAUTHORIZED", "{v}");
+    assert_eq!(c.call("auth:login", json!("admin")).await["data"], true);
+    assert_eq!(c.call("admin:stats", json!({})).await["data"]["users"], 3);
+    let v = c.call("user:whoami", json!("original")).await;
+    assert_eq!(v["data"]["payload"], "rewritten");
+    assert_eq!(v["data"]["role"], "admin");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "global middleware ran once per user call"
+    );
+    c.call("system:ping", json!({})).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "built-ins are not wrapped");
+}
+
+#[tokio::test]
+async fn registration_errors() {
+    let h = |_: Context| async { Ok::<_, MethodError>(()) };
+    for name in [
+        "system:mine",
+        "internal:x",
+        "stream:open",
+        "helios:subscribe",
+    ] {
+        let err = Helios::builder().try_method(name, h).err();
+        assert!(
+            matches!(err, Some(RegisterError::Reserved(_))),
+            "{name}: {err:?}"
+        );
+    }
+    let err = Helios::builder().try_method("bad name", h).err();
+    assert!(
+        matches!(err, Some(RegisterError::InvalidName { .. })),
+        "{err:?}"
+    );
+    let err = Helios::builder().try_method("user.get", h).err();
+    assert!(
+        matches!(err, Some(RegisterError::InvalidName { .. })),
+        "strict mode: {err:?}"
+    );
+    let ok = Helios::builder()
+        .parse_mode(helios_protocol::ParseMode::Permissive)
+        .try_method("user.get", h);
+    assert!(ok.is_ok());
+    let err = Helios::builder()
+        .method("a:b", h)
+        .try_method("a:b", h)
+        .err();
+    assert!(matches!(err, Some(RegisterError::Duplicate(_))), "{err:?}");
+    let panicked = std::panic::catch_unwind(|| Helios::builder().method("system:x", h));
+    assert!(panicked.is_err(), "method() panics on a reserved name");
+}
+
+#[tokio::test]
+async fn notification_handlers_hooks_and_direct_sends() {
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<Value>::new()));
+    let gone = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let (seen2, gone2) = (seen.clone(), gone.clone());
+    let helios = Helios::builder()
+        .on("chat:message", move |ctx: Context| {
+            let seen = seen2.clone();
+            async move { seen.lock().push(ctx.payload) }
+        })
+        .on_connect(|conn| async move { conn.set("greeted", true) })
+        .on_disconnect(move |conn| {
+            let gone = gone2.clone();
+            async move { gone.lock().push(conn.id().to_owned()) }
+        })
+        .method("app:greeted", |ctx: Context| async move {
+            Ok::<_, MethodError>(ctx.connection().get("greeted"))
+        })
+        .build();
+    let s = Server::start(helios.clone()).await;
+    let mut c = Raw::connect(&s.url()).await;
+    let id = c.welcome["starlingId"].as_str().expect("id").to_owned();
+    assert_eq!(c.call("app:greeted", json!({})).await["data"], true);
+    c.send_json(&notification("chat:message", json!({"text": "hi"})))
+        .await;
+    eventually("notification handled", || seen.lock().len() == 1).await;
+    assert_eq!(seen.lock()[0]["text"], "hi");
+
+    let conn = helios.connection(&id).expect("registered");
+    conn.notify("news:flash", json!({"breaking": true}))
+        .await
+        .expect("notify");
+    let v = c.next_json().await;
+    assert_eq!(v["notification"]["topic"], "news:flash");
+    assert_eq!(v["notification"]["data"]["breaking"], true);
+
+    drop(c);
+    eventually("disconnect hook ran", || gone.lock().contains(&id)).await;
+    assert!(helios.connection(&id).is_none(), "left the registry");
+}
+
+#[tokio::test]
+async fn server_to_client_requests() {
+    let helios = Helios::builder()
+        .request_timeout(Duration::from_millis(300))
+        .build();
+    let s = Server::start(helios.clone()).await;
+    let mut c = Raw::connect(&s.url()).await;
+    let conn = helios
+        .connection(c.welcome["starlingId"].as_str().expect("id"))
+        .expect("conn");
+
+    // The client answers successfully.
+    let ask = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.request("client:info", json!({"q": 1})).await })
+    };
+    let req = c.next_json().await;
+    assert_eq!(req["type"], "request");
+    assert_eq!(req["method"], "client:info");
+    assert_eq!(req["payload"]["q"], 1);
+    let rid = req["requestId"].as_str().expect("id").to_owned();
+    assert!(uuid::Uuid::parse_str(&rid).is_ok());
+    c.send_json(
+        &json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
+        "type": "response", "requestId": rid, "success": true, "data": {"os": "linux"}}),
+    )
+    .await;
+    assert_eq!(ask.await.expect("join"), Ok(json!({"os": "linux"})));
+
+    // The client's error code comes back unchanged.
+    let ask = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.request("client:info", json!({})).await })
+    };
+    let rid = c.next_json().await["requestId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    c.send_json(
+        &json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
+        "type": "response", "requestId": rid, "success": false,
+        "error": {"code": "NOPE", "message": "will not"}}),
+    )
+    .await;
+    let err = ask.await.expect("join").expect_err("an error");
+    assert_eq!(err.code.as_str(), "NOPE");
+
+    // Silence: REQUEST_TIMEOUT for the server, and a cancel for the client.
+    let err = conn
+        .request("client:info", json!({}))
+        .await
+        .expect_err("timeout");
+    assert_eq!(err.code, ErrorCode::REQUEST_TIMEOUT);
+    let req = c.next_json().await;
+    let rid = req["requestId"].clone();
+    let cancel = c.next_json().await;
+    assert_eq!(cancel["notification"]["topic"], "helios:cancel");
+    assert_eq!(cancel["notification"]["data"]["requestId"], rid);
+
+    // The connection goes away: waiting requests fail at once.
+    let ask = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            conn.request_with("client:info", json!({}), Duration::from_secs(30))
+                .await
+        })
+    };
+    let _ = c.next_json().await;
+    drop(c);
+    let err = tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .expect("not hung")
+        .expect("join")
+        .expect_err("closed");
+    assert_eq!(err.code.as_str(), "CONNECTION_CLOSED");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests_then_closes_1001() {
+    let helios = Helios::builder()
+        .method("app:work", |_: Context| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, MethodError>("done")
+        })
+        .build();
+    let mut s = Server::start(helios).await;
+    let mut c = Raw::connect(&s.url()).await;
+    let id = uuid();
+    c.send_json(&request(&id, "app:work", json!({}))).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.stop();
+    let v = c.response_for(&id).await;
+    assert_eq!(v["data"], "done", "in-flight request finished: {v}");
+    assert_eq!(c.closed().await, Some(1001));
+    let res = tokio::time::timeout(Duration::from_secs(10), s.task)
+        .await
+        .expect("serve returned");
+    assert!(res.expect("join").is_ok());
+}
