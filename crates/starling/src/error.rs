@@ -24,6 +24,11 @@ pub enum ClientError {
     Connect(#[from] ConnectError),
     /// No response arrived within the request timeout. The client has sent
     /// `helios:cancel` so the server can drop the handler.
+    ///
+    /// The timeout is also sent as the request's `timeout` hint, so a server
+    /// that enforces it may answer `REQUEST_TIMEOUT` first, which arrives as
+    /// [`Server`](Self::Server). Match on [`code()`](Self::code) ==
+    /// `REQUEST_TIMEOUT` to catch both.
     #[error("request timed out")]
     Timeout,
     /// The request was cancelled on this side (see
