@@ -1,0 +1,982 @@
+import { Emitter } from "./emitter.js";
+import { ErrorCodes, StarlingError } from "./errors.js";
+import * as wire from "./protocol.js";
+import type { Message, NotificationMessage, PeerRef, RequestMessage, ResponseMessage, Welcome } from "./protocol.js";
+import { frameText, resolveWebSocket } from "./transport.js";
+import type { SocketLike, WebSocketConstructor } from "./transport.js";
+
+/** Options of {@link Starling}. Every field is optional. */
+export interface StarlingOptions {
+  /** Reconnect automatically after an unexpected disconnection. Default `true`. */
+  reconnect?: boolean;
+  /** First reconnection delay in ms, doubled at each failed attempt. Default `250`. */
+  reconnectDelay?: number;
+  /** Ceiling of the reconnection delay in ms. Default `10000`. */
+  maxReconnectDelay?: number;
+  /** Give up after this many failed attempts in a row. Default `Infinity`. */
+  maxReconnectAttempts?: number;
+  /** Default timeout of `request()` in ms. Default `30000`. */
+  requestTimeout?: number;
+  /** How long one connection attempt may take, welcome included, in ms. Default `10000`. */
+  connectTimeout?: number;
+  /**
+   * Keep a recovery token (`starling:getToken`) and recover the session on
+   * reconnection. Default `true`; silently off when the server has no
+   * recovery secret.
+   */
+  recovery?: boolean;
+  /** Send `system:ping` this often (ms) to detect a dead link; `0` disables. Default `25000`. */
+  heartbeatInterval?: number;
+  /** A heartbeat unanswered for this long (ms) drops the socket. Default `10000`. */
+  heartbeatTimeout?: number;
+  /** Most messages kept while reconnecting. Default `1000`. */
+  maxQueue?: number;
+  /**
+   * A recovery token kept from an earlier connection (for instance in
+   * `sessionStorage` across a page reload): the first connection tries to
+   * recover that session.
+   */
+  recoveryToken?: string;
+  /** A WebSocket constructor to use instead of the global one or `ws`. */
+  WebSocket?: WebSocketConstructor;
+}
+
+/** Options of {@link Starling.request}. */
+export interface RequestOptions {
+  /** Milliseconds before the request fails with `REQUEST_TIMEOUT`. */
+  timeout?: number;
+  /** Aborting it cancels the request (`REQUEST_CANCELLED`). */
+  signal?: AbortSignal;
+  /** Relay the request to another connection through the server. */
+  peer?: PeerRef;
+}
+
+/** Options of {@link Starling.notify}. */
+export interface NotifyOptions {
+  /** Relay the notification to another connection through the server. */
+  peer?: PeerRef;
+}
+
+/** What a method handler receives besides the payload. */
+export interface MethodContext {
+  /** The request's id. */
+  requestId: string;
+  /** The method called. */
+  method: string;
+  /** The caller, when the server relayed the request from a peer. */
+  peer?: PeerRef;
+  /** Aborts when the caller cancels, the request times out, or the socket closes. */
+  signal: AbortSignal;
+}
+
+/** Answers requests for one method; the return value (or its promise) is the response data. */
+export type MethodHandler = (payload: unknown, ctx: MethodContext) => unknown;
+
+/** A delivery on a subscribed topic, or any other notification. */
+export interface NotificationEvent {
+  topic?: string;
+  data: unknown;
+  /** The sender, for a notification relayed from a peer. */
+  peer?: PeerRef;
+  offset?: number;
+  epoch?: string;
+  ackId?: string;
+}
+
+/** Receives deliveries on a subscribed topic. */
+export type TopicHandler = (data: unknown, meta: NotificationEvent) => void;
+
+/** Argument of the `connected` event. */
+export interface ConnectedEvent {
+  starlingId: string;
+  /** The server restored the previous session. */
+  recovered: boolean;
+  /** This connection replaces an earlier one of the same client. */
+  reconnect: boolean;
+  /** The whole welcome data. */
+  welcome: Welcome;
+}
+
+/** Argument of the `disconnected` event. */
+export interface DisconnectedEvent {
+  code: number;
+  reason: string;
+  /** A reconnection is scheduled. */
+  willReconnect: boolean;
+}
+
+/** Argument of the `recovered` event. */
+export interface RecoveredEvent {
+  starlingId: string;
+  /** Topics kept across the reconnection. */
+  topics: string[];
+}
+
+/** The events of {@link Starling} and the argument of each. */
+export interface StarlingEvents extends Record<string, unknown> {
+  connected: ConnectedEvent;
+  disconnected: DisconnectedEvent;
+  recovered: RecoveredEvent;
+  notification: NotificationEvent;
+  error: Error;
+}
+
+/** Connection states. */
+export type StarlingState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
+
+interface Pending {
+  resolve(data: unknown): void;
+  reject(err: StarlingError): void;
+  /** Set once the request went out on a socket. */
+  sent: boolean;
+  cleanup(): void;
+}
+
+interface Incoming {
+  controller: AbortController;
+  done: boolean;
+  peer?: PeerRef;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
+/** Recently seen offsets of one topic, to drop duplicate deliveries. */
+interface Seen {
+  epoch: string;
+  offsets: Set<number>;
+  order: number[];
+  /** Every offset at or below this one was seen (or is too old to tell). */
+  floor: number;
+}
+
+const SEEN_WINDOW = 4096;
+const RESERVED_NAMESPACES = ["system", "internal", "stream", "helios"];
+
+/**
+ * A connection to a Helios server.
+ *
+ * ```ts
+ * const client = new Starling("ws://127.0.0.1:7700/ws");
+ * await client.connect();
+ * const pong = await client.request("system:ping", {});
+ * ```
+ */
+export class Starling extends Emitter<StarlingEvents> {
+  /** The server URL (without the `recover` parameter). */
+  readonly url: string;
+  private readonly opts: Required<Omit<StarlingOptions, "WebSocket" | "recoveryToken">> & { WebSocket?: WebSocketConstructor };
+
+  private _state: StarlingState = "idle";
+  private _starlingId: string | null = null;
+  private socket: SocketLike | null = null;
+  private connecting: Promise<Welcome> | null = null;
+  private everConnected = false;
+  private attempts = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+
+  private readonly pending = new Map<string, Pending>();
+  private readonly incoming = new Map<string, Incoming>();
+  private outbox: { msg: Message; requestId?: string }[] = [];
+  private readonly methods = new Map<string, MethodHandler>();
+  private readonly topics = new Map<string, Set<TopicHandler>>();
+  private readonly subscribing = new Map<string, Promise<void>>();
+  private readonly seen = new Map<string, Seen>();
+  private peerName: string | null = null;
+
+  private token: { value: string; expiresAt: number } | null = null;
+  private tokenSupported = true;
+  private tokenTimer: ReturnType<typeof setTimeout> | undefined;
+  private tokenStaleTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(url: string, options: StarlingOptions = {}) {
+    super();
+    this.url = url;
+    this.opts = {
+      reconnect: options.reconnect ?? true,
+      reconnectDelay: options.reconnectDelay ?? 250,
+      maxReconnectDelay: options.maxReconnectDelay ?? 10_000,
+      maxReconnectAttempts: options.maxReconnectAttempts ?? Infinity,
+      requestTimeout: options.requestTimeout ?? 30_000,
+      connectTimeout: options.connectTimeout ?? 10_000,
+      recovery: options.recovery ?? true,
+      heartbeatInterval: options.heartbeatInterval ?? 25_000,
+      heartbeatTimeout: options.heartbeatTimeout ?? 10_000,
+      maxQueue: options.maxQueue ?? 1000,
+      ...(options.WebSocket ? { WebSocket: options.WebSocket } : {}),
+    };
+    if (options.recoveryToken) this.token = { value: options.recoveryToken, expiresAt: Infinity };
+  }
+
+  /** This connection's id, given by the server's welcome; `null` before it. */
+  get starlingId(): string | null {
+    return this._starlingId;
+  }
+
+  /**
+   * The current recovery token (refreshed before it expires), or `null` when
+   * the server gives none. Reconnections use it automatically.
+   */
+  get recoveryToken(): string | null {
+    return this.token && this.token.expiresAt > Date.now() ? this.token.value : null;
+  }
+
+  /** The connection state. */
+  get state(): StarlingState {
+    return this._state;
+  }
+
+  /** `true` while a socket is open and welcomed. */
+  get connected(): boolean {
+    return this._state === "open";
+  }
+
+  /** The topics subscribed to. */
+  get subscriptions(): string[] {
+    return [...this.topics.keys()];
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  /**
+   * Opens the connection; resolves with the server's welcome.
+   *
+   * Rejects with `CONNECTION_FAILED` when the first attempt fails; automatic
+   * reconnection starts only once a connection has succeeded.
+   */
+  connect(): Promise<Welcome> {
+    if (this._state === "open" && this.socket) {
+      return Promise.resolve(this.lastWelcome as Welcome);
+    }
+    if (this.connecting) return this.connecting;
+    if (this._state === "reconnecting") {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = undefined;
+    } else {
+      this._state = "connecting";
+    }
+    const p = this.attempt().finally(() => {
+      if (this.connecting === p) this.connecting = null;
+    });
+    this.connecting = p;
+    return p;
+  }
+
+  /**
+   * Closes the connection for good: no reconnection, in-flight requests fail
+   * with `CONNECTION_CLOSED`, subscriptions and the recovery token are
+   * dropped. `connect()` may be called again afterwards for a new session.
+   */
+  async close(code = 1000, reason = "client closed"): Promise<void> {
+    const wasActive = this._state !== "idle" && this._state !== "closed";
+    this._state = "closed";
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.stopTimers();
+    const err = new StarlingError(ErrorCodes.CONNECTION_CLOSED, "the client was closed");
+    this.failInFlight(err);
+    this.failOutbox(err);
+    this.topics.clear();
+    this.subscribing.clear();
+    this.seen.clear();
+    this.token = null;
+    this.peerName = null;
+    this.everConnected = false;
+    this.attempts = 0;
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) {
+      await new Promise<void>((resolve) => {
+        const done = setTimeout(resolve, 1000);
+        socket.onclose = () => {
+          clearTimeout(done);
+          resolve();
+        };
+        socket.onmessage = null;
+        socket.onerror = null;
+        try {
+          socket.close(code, reason);
+        } catch {
+          clearTimeout(done);
+          resolve();
+        }
+      });
+    }
+    if (wasActive) this.emit("disconnected", { code, reason, willReconnect: false });
+  }
+
+  /**
+   * Drops the current socket and reconnects at once, recovering the session
+   * (for instance after the browser's `online` event). Does nothing unless
+   * the client has connected.
+   */
+  reconnect(): void {
+    if (!this.everConnected || this._state === "closed" || this._state === "idle") return;
+    if (this.socket) {
+      this.dropSocket(4000, "reconnect requested");
+    } else {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = undefined;
+      this.scheduleReconnect(0);
+    }
+  }
+
+  private lastWelcome: Welcome | null = null;
+
+  /** One connection attempt: socket open, then the welcome. */
+  private async attempt(): Promise<Welcome> {
+    let Ctor: WebSocketConstructor;
+    try {
+      Ctor = await resolveWebSocket(this.opts.WebSocket);
+    } catch (err) {
+      this.attemptFailed();
+      throw new StarlingError(ErrorCodes.CONNECTION_FAILED, (err as Error).message);
+    }
+    const url = this.connectUrl();
+    return new Promise<Welcome>((resolve, reject) => {
+      let socket: SocketLike;
+      try {
+        socket = new Ctor(url, wire.SUBPROTOCOL);
+      } catch (err) {
+        this.attemptFailed();
+        reject(new StarlingError(ErrorCodes.CONNECTION_FAILED, `cannot open ${this.url}: ${(err as Error).message}`));
+        return;
+      }
+      this.socket = socket;
+      try {
+        socket.binaryType = "arraybuffer";
+      } catch {
+        // not settable everywhere; JSON frames are text anyway
+      }
+      let settled = false;
+      const fail = (why: string) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        socket.onopen = socket.onmessage = socket.onerror = null;
+        socket.onclose = null;
+        if (this.socket === socket) this.socket = null;
+        try {
+          socket.close();
+        } catch {
+          // already closing
+        }
+        this.attemptFailed();
+        reject(new StarlingError(ErrorCodes.CONNECTION_FAILED, why));
+      };
+      const timer = setTimeout(
+        () => fail(`no welcome from ${this.url} within ${this.opts.connectTimeout} ms`),
+        this.opts.connectTimeout,
+      );
+      socket.onerror = () => {
+        // A close event follows; it carries the code.
+      };
+      socket.onclose = (ev) => fail(`connection to ${this.url} closed before the welcome (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`);
+      socket.onopen = () => {
+        if (socket.protocol && socket.protocol !== wire.SUBPROTOCOL) {
+          fail(`server chose subprotocol ${socket.protocol}, expected ${wire.SUBPROTOCOL}`);
+        }
+      };
+      socket.onmessage = (ev) => {
+        const msg = this.decodeFrame(ev.data);
+        if (!msg) return;
+        if (!settled && msg.type === "notification" && msg.notification.topic === wire.WELCOME_TOPIC) {
+          settled = true;
+          clearTimeout(timer);
+          socket.onmessage = (e) => this.onFrame(e.data);
+          socket.onclose = (e) => this.onSocketClose(socket, e.code, e.reason);
+          const welcome = (msg.notification.data ?? {}) as Welcome;
+          this.onWelcome(welcome);
+          resolve(welcome);
+          return;
+        }
+        this.onMessage(msg);
+      };
+    });
+  }
+
+  private connectUrl(): string {
+    const loc = (globalThis as { location?: { href: string } }).location;
+    const u = new URL(this.url, loc?.href);
+    if (u.protocol === "http:") u.protocol = "ws:";
+    else if (u.protocol === "https:") u.protocol = "wss:";
+    u.searchParams.delete("recover");
+    if (this.token && this.token.expiresAt > Date.now()) u.searchParams.set("recover", this.token.value);
+    return u.toString();
+  }
+
+  private attemptFailed(): void {
+    if (this._state === "closed") return;
+    if (this.everConnected && this.opts.reconnect) {
+      this._state = "reconnecting";
+      this.scheduleReconnect();
+    } else {
+      this._state = "idle";
+      this.failOutbox(new StarlingError(ErrorCodes.NOT_CONNECTED, "the connection could not be opened"));
+    }
+  }
+
+  private onWelcome(welcome: Welcome): void {
+    const reconnect = this.everConnected;
+    const previousId = this._starlingId;
+    this.everConnected = true;
+    this.attempts = 0;
+    this._state = "open";
+    this._starlingId = typeof welcome.starlingId === "string" ? welcome.starlingId : null;
+    this.lastWelcome = welcome;
+    const recovered = welcome.recovered === true;
+    // The token served this connection; a fresh one is fetched below.
+    this.token = null;
+    if (reconnect && !recovered) {
+      // A new session: the server forgot our rooms and name.
+      this.seen.clear();
+      this.restoreSession();
+    }
+    this.flushOutbox();
+    this.startHeartbeat();
+    this.refreshToken();
+    this.emit("connected", { starlingId: this._starlingId ?? "", recovered, reconnect, welcome });
+    if (reconnect && recovered) {
+      this.emit("recovered", { starlingId: this._starlingId ?? previousId ?? "", topics: this.subscriptions });
+    }
+  }
+
+  /** Re-claims the name and re-subscribes every topic after an unrecovered reconnection. */
+  private restoreSession(): void {
+    if (this.peerName !== null) {
+      const name = this.peerName;
+      this.request("helios:identify", { name }).catch((err) => this.reportError(err));
+    }
+    for (const topic of this.topics.keys()) {
+      this.request("helios:subscribe", { topic }).catch((err) => {
+        this.reportError(
+          new StarlingError((err as StarlingError).code ?? ErrorCodes.METHOD_ERROR, `re-subscribing to ${topic} failed: ${(err as Error).message}`),
+        );
+      });
+    }
+  }
+
+  private onSocketClose(socket: SocketLike, code: number, reason: string): void {
+    if (this.socket !== socket) return;
+    this.socket = null;
+    this.stopTimers();
+    this.failInFlight(new StarlingError(ErrorCodes.CONNECTION_CLOSED, `connection closed (code ${code})`));
+    if (this._state === "closed") return;
+    const willReconnect = this.opts.reconnect;
+    this._state = willReconnect ? "reconnecting" : "idle";
+    if (!willReconnect) this.failOutbox(new StarlingError(ErrorCodes.NOT_CONNECTED, "disconnected"));
+    this.emit("disconnected", { code, reason, willReconnect });
+    if (willReconnect && this._state === "reconnecting") this.scheduleReconnect();
+  }
+
+  /** Closes the socket as if the link had failed: reconnection follows. */
+  private dropSocket(code: number, reason: string): void {
+    const socket = this.socket;
+    if (!socket) return;
+    try {
+      socket.close(code, reason);
+    } catch {
+      // ignore
+    }
+    // Do not wait for the close handshake of a possibly dead link.
+    socket.onmessage = null;
+    this.onSocketClose(socket, code === 4000 ? 1006 : code, reason);
+    socket.onclose = null;
+  }
+
+  private scheduleReconnect(delay?: number): void {
+    if (this.reconnectTimer !== undefined || this._state !== "reconnecting") return;
+    if (this.attempts >= this.opts.maxReconnectAttempts) {
+      this._state = "idle";
+      const err = new StarlingError(
+        ErrorCodes.CONNECTION_FAILED,
+        `gave up reconnecting after ${this.attempts} attempts`,
+      );
+      this.failOutbox(err);
+      this.reportError(err);
+      return;
+    }
+    const ceiling = Math.min(this.opts.maxReconnectDelay, this.opts.reconnectDelay * 2 ** this.attempts);
+    // Equal jitter: between half and all of the exponential delay.
+    const wait = delay ?? ceiling / 2 + Math.random() * (ceiling / 2);
+    this.attempts++;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this._state !== "reconnecting" || this.connecting) return;
+      const p = this.attempt().finally(() => {
+        if (this.connecting === p) this.connecting = null;
+      });
+      this.connecting = p;
+      p.catch(() => {
+        // attemptFailed() has scheduled the next try
+      });
+    }, wait);
+  }
+
+  private stopTimers(): void {
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+    clearTimeout(this.tokenTimer);
+    this.tokenTimer = undefined;
+    clearTimeout(this.tokenStaleTimer);
+    this.tokenStaleTimer = undefined;
+  }
+
+  private startHeartbeat(): void {
+    clearInterval(this.heartbeatTimer);
+    if (!(this.opts.heartbeatInterval > 0)) return;
+    this.heartbeatTimer = setInterval(() => {
+      if (this._state !== "open") return;
+      const socket = this.socket;
+      this.request("system:ping", {}, { timeout: this.opts.heartbeatTimeout }).catch((err: StarlingError) => {
+        if (err.code === ErrorCodes.REQUEST_TIMEOUT && this.socket === socket) {
+          this.dropSocket(4000, "heartbeat timeout");
+        }
+      });
+    }, this.opts.heartbeatInterval);
+  }
+
+  // ------------------------------------------------------------ recovery token
+
+  /** Fetches a recovery token and schedules the next refresh. */
+  private refreshToken(): void {
+    clearTimeout(this.tokenTimer);
+    this.tokenTimer = undefined;
+    if (!this.opts.recovery || !this.tokenSupported || this._state !== "open") return;
+    const socket = this.socket;
+    this.request("starling:getToken", {}, { timeout: 10_000 }).then(
+      (data) => {
+        if (this.socket !== socket) return;
+        const { token, expiresIn } = (data ?? {}) as { token?: unknown; expiresIn?: unknown };
+        if (typeof token !== "string" || typeof expiresIn !== "number") {
+          this.reportError(new StarlingError(ErrorCodes.INVALID_MESSAGE_FORMAT, "starling:getToken returned no {token, expiresIn}"));
+          return;
+        }
+        const ttl = Math.max(0, expiresIn * 1000);
+        this.token = { value: token, expiresAt: Date.now() + ttl };
+        // Refresh at three quarters of the lifetime, and at most every second.
+        this.tokenTimer = setTimeout(() => this.refreshToken(), Math.max(1000, ttl * 0.75));
+      },
+      (err: StarlingError) => {
+        if (this.socket !== socket || this._state !== "open") return;
+        if (err.code === ErrorCodes.METHOD_NOT_FOUND) {
+          // The server has no recovery secret: no recovery for this client.
+          this.tokenSupported = false;
+          return;
+        }
+        this.reportError(err);
+        this.tokenTimer = setTimeout(() => this.refreshToken(), 5000);
+      },
+    );
+  }
+
+  /** The session changed (rooms, name): get a token that reflects it. */
+  private tokenStale(): void {
+    if (!this.opts.recovery || !this.tokenSupported || this._state !== "open") return;
+    clearTimeout(this.tokenStaleTimer);
+    this.tokenStaleTimer = setTimeout(() => {
+      this.tokenStaleTimer = undefined;
+      this.refreshToken();
+    }, 50);
+  }
+
+  // ------------------------------------------------------------ sending
+
+  private sendNow(msg: Message): boolean {
+    const socket = this.socket;
+    if (this._state !== "open" || !socket) return false;
+    try {
+      socket.send(JSON.stringify(msg));
+      return true;
+    } catch (err) {
+      this.reportError(err);
+      return false;
+    }
+  }
+
+  /** Sends now, or keeps the message for the next connection. Throws when neither is possible. */
+  private sendOrQueue(msg: Message, requestId?: string): boolean {
+    if (this._state === "open" && this.sendNow(msg)) return true;
+    if (this._state === "reconnecting" || this._state === "connecting" || (this._state === "open" && !this.socket)) {
+      if (this.outbox.length >= this.opts.maxQueue) {
+        throw new StarlingError(ErrorCodes.QUEUE_FULL, `more than ${this.opts.maxQueue} messages wait for a reconnection`);
+      }
+      this.outbox.push(requestId === undefined ? { msg } : { msg, requestId });
+      return false;
+    }
+    throw new StarlingError(ErrorCodes.NOT_CONNECTED, "not connected: call connect() first");
+  }
+
+  private flushOutbox(): void {
+    const queued = this.outbox;
+    this.outbox = [];
+    for (const item of queued) {
+      if (item.requestId !== undefined) {
+        const p = this.pending.get(item.requestId);
+        if (!p) continue; // timed out or cancelled while waiting
+        p.sent = true;
+      }
+      if (!this.sendNow(item.msg)) this.outbox.push(item);
+    }
+  }
+
+  private failOutbox(err: StarlingError): void {
+    const queued = this.outbox;
+    this.outbox = [];
+    for (const item of queued) {
+      if (item.requestId !== undefined) this.pending.get(item.requestId)?.reject(err);
+    }
+  }
+
+  private failInFlight(err: StarlingError): void {
+    for (const p of [...this.pending.values()]) if (p.sent) p.reject(err);
+    for (const [id, inc] of this.incoming) {
+      inc.done = true;
+      clearTimeout(inc.timer);
+      inc.controller.abort(err);
+      this.incoming.delete(id);
+    }
+  }
+
+  /**
+   * Calls a method on the server (or, with `peer`, on another connection).
+   * Resolves with the response data; rejects with a {@link StarlingError}.
+   *
+   * While the client reconnects, the request waits for the new connection
+   * (its timeout keeps running).
+   */
+  request<T = unknown>(method: string, payload?: unknown, options: RequestOptions = {}): Promise<T> {
+    const requestId = wire.uuidv4();
+    const timeout = options.timeout ?? this.opts.requestTimeout;
+    const { signal, peer } = options;
+    return new Promise<T>((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(new StarlingError(ErrorCodes.REQUEST_CANCELLED, `request ${method} was cancelled`));
+        return;
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = () => {
+        const p = this.pending.get(requestId);
+        if (!p) return;
+        this.cancelRemote(requestId, p, peer);
+        p.reject(new StarlingError(ErrorCodes.REQUEST_CANCELLED, `request ${method} was cancelled`));
+      };
+      const entry: Pending = {
+        sent: false,
+        resolve: (data) => {
+          entry.cleanup();
+          resolve(data as T);
+        },
+        reject: (err) => {
+          entry.cleanup();
+          reject(err);
+        },
+        cleanup: () => {
+          this.pending.delete(requestId);
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+        },
+      };
+      this.pending.set(requestId, entry);
+      if (Number.isFinite(timeout) && timeout > 0) {
+        timer = setTimeout(() => {
+          this.cancelRemote(requestId, entry, peer);
+          entry.reject(new StarlingError(ErrorCodes.REQUEST_TIMEOUT, `request ${method} timed out after ${timeout} ms`));
+        }, timeout);
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        entry.sent = this.sendOrQueue(wire.request(requestId, method, payload, peer, timeout), requestId);
+      } catch (err) {
+        entry.reject(err as StarlingError);
+      }
+    });
+  }
+
+  /** Tells the callee to stop working on a request this side gave up on. */
+  private cancelRemote(requestId: string, p: Pending, peer?: PeerRef): void {
+    if (!p.sent) return;
+    this.sendNow(wire.notification(wire.CANCEL_TOPIC, { requestId }, peer));
+  }
+
+  /**
+   * Sends a one-way notification on `topic` (to the server, or with `peer`
+   * to another connection). Throws `NOT_CONNECTED` when there is no
+   * connection and none is coming.
+   */
+  notify(topic: string, data?: unknown, options: NotifyOptions = {}): void {
+    this.sendOrQueue(wire.notification(topic, data, options.peer));
+  }
+
+  // ------------------------------------------------------------ methods
+
+  /**
+   * Answers requests for `name` sent by the server or relayed from a peer.
+   * The handler's return value is the response data; a throw answers
+   * `METHOD_ERROR` (or the `code` of a thrown {@link StarlingError}).
+   * Returns a function that removes the handler.
+   */
+  method(name: string, handler: MethodHandler): () => void {
+    if (typeof name !== "string" || name.length === 0) throw new TypeError("method name must be a non-empty string");
+    if (typeof handler !== "function") throw new TypeError("method handler must be a function");
+    const ns = name.split(/[:.]/)[0] ?? "";
+    if (RESERVED_NAMESPACES.includes(ns)) {
+      throw new TypeError(`the namespace "${ns}" is reserved for built-in methods`);
+    }
+    this.methods.set(name, handler);
+    return () => {
+      if (this.methods.get(name) === handler) this.methods.delete(name);
+    };
+  }
+
+  private onRequest(msg: RequestMessage): void {
+    const { requestId, method, peer } = msg;
+    if (this.incoming.has(requestId)) return; // a duplicate of one in progress
+    const handler = this.methods.get(method) ?? builtin(method);
+    if (!handler) {
+      this.sendNow(
+        wire.failure(requestId, { code: ErrorCodes.METHOD_NOT_FOUND, message: `method ${method} is not registered on this client` }, peer),
+      );
+      return;
+    }
+    const controller = new AbortController();
+    const inc: Incoming = peer ? { controller, done: false, peer } : { controller, done: false };
+    this.incoming.set(requestId, inc);
+    const socket = this.socket;
+    const finish = (response: ResponseMessage) => {
+      if (inc.done) return;
+      inc.done = true;
+      clearTimeout(inc.timer);
+      this.incoming.delete(requestId);
+      if (this.socket === socket) this.sendNow(response);
+    };
+    if (typeof msg.timeout === "number" && msg.timeout > 0) {
+      inc.timer = setTimeout(() => {
+        controller.abort(new StarlingError(ErrorCodes.REQUEST_TIMEOUT, "request timed out"));
+        finish(wire.failure(requestId, { code: ErrorCodes.REQUEST_TIMEOUT, message: `${method} did not finish within ${msg.timeout} ms` }, peer));
+      }, msg.timeout);
+    }
+    const ctx: MethodContext = { requestId, method, signal: controller.signal, ...(peer ? { peer } : {}) };
+    Promise.resolve()
+      .then(() => handler(msg.payload, ctx))
+      .then(
+        (data) => finish(wire.success(requestId, data, peer)),
+        (err: unknown) => finish(wire.failure(requestId, errorBody(err), peer)),
+      );
+  }
+
+  private onCancel(data: unknown): void {
+    const requestId = (data as { requestId?: unknown } | null)?.requestId;
+    if (typeof requestId !== "string") return;
+    const inc = this.incoming.get(requestId);
+    if (!inc || inc.done) return;
+    inc.done = true;
+    clearTimeout(inc.timer);
+    this.incoming.delete(requestId);
+    inc.controller.abort(new StarlingError(ErrorCodes.REQUEST_CANCELLED, "the caller cancelled the request"));
+    this.sendNow(wire.failure(requestId, { code: ErrorCodes.REQUEST_CANCELLED, message: "the caller cancelled the request" }, inc.peer));
+  }
+
+  // ------------------------------------------------------------ rooms
+
+  /**
+   * Subscribes to a room; `handler` receives every delivery on `topic`
+   * (duplicates dropped by epoch and offset). Resolves, once the server
+   * confirmed, with a function that removes this handler and unsubscribes
+   * when it was the topic's last one.
+   */
+  async subscribe(topic: string, handler: TopicHandler): Promise<() => Promise<void>> {
+    if (typeof handler !== "function") throw new TypeError("subscribe handler must be a function");
+    let set = this.topics.get(topic);
+    const first = !set;
+    if (!set) {
+      set = new Set();
+      this.topics.set(topic, set);
+    }
+    set.add(handler);
+    const inflight = this.subscribing.get(topic);
+    if (first) {
+      const p = this.request("helios:subscribe", { topic }).then(() => undefined);
+      this.subscribing.set(topic, p);
+      try {
+        await p;
+        this.tokenStale();
+      } catch (err) {
+        if (this.topics.get(topic) === set) this.topics.delete(topic);
+        throw err;
+      } finally {
+        if (this.subscribing.get(topic) === p) this.subscribing.delete(topic);
+      }
+    } else if (inflight) {
+      try {
+        await inflight;
+      } catch (err) {
+        set.delete(handler);
+        throw err;
+      }
+    }
+    let active = true;
+    return async () => {
+      if (!active) return;
+      active = false;
+      const current = this.topics.get(topic);
+      if (!current || !current.delete(handler) || current.size > 0) return;
+      this.topics.delete(topic);
+      this.seen.delete(topic);
+      if (this._state === "open" || this._state === "reconnecting") {
+        await this.request("helios:unsubscribe", { topic });
+        this.tokenStale();
+      }
+    };
+  }
+
+  /** Publishes `data` to everyone subscribed to `topic`; resolves with `{topic, delivered}`. */
+  publish(topic: string, data: unknown, options: Omit<RequestOptions, "peer"> = {}): Promise<{ topic: string; delivered: number }> {
+    return this.request("helios:publish", { topic, data }, options);
+  }
+
+  /** The connections in a room, as the server reports them. */
+  presence<T = unknown>(topic: string, options: Omit<RequestOptions, "peer"> = {}): Promise<T> {
+    return this.request("helios:presence", { topic }, options);
+  }
+
+  /** Claims a peer name, so others can reach this client with `peer: {name}`. */
+  async identify<T = unknown>(name: string, options: Omit<RequestOptions, "peer"> = {}): Promise<T> {
+    const result = await this.request<T>("helios:identify", { name }, options);
+    this.peerName = name;
+    this.tokenStale();
+    return result;
+  }
+
+  // ------------------------------------------------------------ receiving
+
+  private decodeFrame(data: unknown): Message | null {
+    const text = frameText(data);
+    if (text === undefined) {
+      this.reportError(new StarlingError(ErrorCodes.INVALID_MESSAGE_FORMAT, "unreadable frame"));
+      return null;
+    }
+    try {
+      return wire.decode(text);
+    } catch (err) {
+      const e = err as wire.DecodeError;
+      if (e.requestId !== undefined && this.pending.has(e.requestId)) {
+        // A broken answer to one of ours: fail that request rather than hang.
+        this.pending.get(e.requestId)?.reject(new StarlingError(ErrorCodes.INVALID_MESSAGE_FORMAT, e.message));
+      } else if (e.requestId !== undefined) {
+        this.sendNow(wire.failure(e.requestId, { code: ErrorCodes.INVALID_MESSAGE_FORMAT, message: e.message }));
+      }
+      this.reportError(new StarlingError(ErrorCodes.INVALID_MESSAGE_FORMAT, e.message));
+      return null;
+    }
+  }
+
+  private onFrame(data: unknown): void {
+    const msg = this.decodeFrame(data);
+    if (msg) this.onMessage(msg);
+  }
+
+  private onMessage(msg: Message): void {
+    switch (msg.type) {
+      case "response":
+        return this.onResponse(msg);
+      case "request":
+        return this.onRequest(msg);
+      case "notification":
+        return this.onNotification(msg);
+    }
+  }
+
+  private onResponse(msg: ResponseMessage): void {
+    const p = msg.requestId === undefined ? undefined : this.pending.get(msg.requestId);
+    if (!p) {
+      if (!msg.success && msg.error) {
+        // An error the server could not tie to a request (e.g. a frame it could not read).
+        this.reportError(new StarlingError(msg.error.code, msg.error.message, msg.error.details));
+      }
+      return;
+    }
+    if (msg.success) p.resolve(msg.data === undefined ? null : msg.data);
+    else {
+      const e = msg.error ?? { code: ErrorCodes.METHOD_ERROR, message: "request failed" };
+      p.reject(new StarlingError(e.code, e.message, e.details));
+    }
+  }
+
+  private onNotification(msg: NotificationMessage): void {
+    const n = msg.notification;
+    if (n.topic === wire.CANCEL_TOPIC) return this.onCancel(n.data);
+    if (n.topic === wire.WELCOME_TOPIC) return; // only meaningful first
+    const event: NotificationEvent = { data: n.data === undefined ? null : n.data };
+    if (n.topic !== undefined) event.topic = n.topic;
+    if (msg.peer !== undefined) event.peer = msg.peer;
+    if (typeof n.offset === "number") event.offset = n.offset;
+    if (n.epoch !== undefined) event.epoch = n.epoch;
+    if (n.ackId !== undefined) event.ackId = n.ackId;
+    const handlers = n.topic === undefined ? undefined : this.topics.get(n.topic);
+    if (handlers && n.topic !== undefined && typeof n.offset === "number" && this.isDuplicate(n.topic, n.epoch ?? "", n.offset)) {
+      return;
+    }
+    if (handlers) {
+      for (const h of [...handlers]) {
+        try {
+          h(event.data, event);
+        } catch (err) {
+          this.reportError(err);
+        }
+      }
+    }
+    this.emit("notification", event);
+  }
+
+  /** Records a room delivery; `true` when it was already seen. */
+  private isDuplicate(topic: string, epoch: string, offset: number): boolean {
+    let s = this.seen.get(topic);
+    if (!s || s.epoch !== epoch) {
+      s = { epoch, offsets: new Set(), order: [], floor: -Infinity };
+      this.seen.set(topic, s);
+    }
+    if (offset <= s.floor || s.offsets.has(offset)) return true;
+    s.offsets.add(offset);
+    s.order.push(offset);
+    if (s.order.length > SEEN_WINDOW) {
+      s.order.sort((a, b) => a - b);
+      const drop = s.order.splice(0, s.order.length - SEEN_WINDOW);
+      for (const o of drop) s.offsets.delete(o);
+      s.floor = Math.max(s.floor, drop[drop.length - 1] ?? -Infinity);
+    }
+    return false;
+  }
+
+  // ------------------------------------------------------------ errors
+
+  private reportError(err: unknown): void {
+    const e = err instanceof Error ? err : new Error(String(err));
+    if (this.listenerCount("error") > 0) this.emit("error", e);
+  }
+
+  protected override onListenerError(event: keyof StarlingEvents, err: unknown): void {
+    if (event !== "error") this.reportError(err);
+  }
+}
+
+/** Methods every client answers unless the application registers its own. */
+function builtin(method: string): MethodHandler | undefined {
+  switch (method) {
+    case "system:ping":
+      return () => ({ pong: true, timestamp: Date.now() });
+    case "system:echo":
+      return (payload) => payload;
+    default:
+      return undefined;
+  }
+}
+
+function errorBody(err: unknown): wire.ErrorBody {
+  if (err instanceof StarlingError) {
+    const body: wire.ErrorBody = { code: err.code, message: err.message };
+    if (err.details !== undefined) body.details = err.details;
+    return body;
+  }
+  const message = err instanceof Error ? err.message : typeof err === "string" ? err : "method handler failed";
+  return { code: ErrorCodes.METHOD_ERROR, message };
+}
