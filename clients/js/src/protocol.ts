@@ -73,6 +73,9 @@ export const WELCOME_TOPIC = "helios:welcome";
 /** Topic of the notification that cancels an in-flight request. */
 export const CANCEL_TOPIC = "helios:cancel";
 
+/** Topic of the notification a server sends about an error no response can carry. */
+export const ERROR_TOPIC = "helios:error";
+
 /** Data of the `helios:welcome` notification. */
 export interface Welcome {
   starlingId: string;

@@ -182,6 +182,8 @@ export class Starling extends Emitter<StarlingEvents> {
   private readonly subscribing = new Map<string, Promise<void>>();
   private readonly seen = new Map<string, Seen>();
   private peerName: string | null = null;
+  /** Requests answered after the caller gave up: the server may complain about the late answer. */
+  private readonly abandoned = new Map<string, number>();
 
   private token: { value: string; expiresAt: number } | null = null;
   private tokenSupported = true;
@@ -657,7 +659,7 @@ export class Starling extends Emitter<StarlingEvents> {
       const onAbort = () => {
         const p = this.pending.get(requestId);
         if (!p) return;
-        this.cancelRemote(requestId, p, peer);
+        this.cancelRemote(requestId, p);
         p.reject(new StarlingError(ErrorCodes.REQUEST_CANCELLED, `request ${method} was cancelled`));
       };
       const entry: Pending = {
@@ -679,7 +681,7 @@ export class Starling extends Emitter<StarlingEvents> {
       this.pending.set(requestId, entry);
       if (Number.isFinite(timeout) && timeout > 0) {
         timer = setTimeout(() => {
-          this.cancelRemote(requestId, entry, peer);
+          this.cancelRemote(requestId, entry);
           entry.reject(new StarlingError(ErrorCodes.REQUEST_TIMEOUT, `request ${method} timed out after ${timeout} ms`));
         }, timeout);
       }
@@ -692,10 +694,13 @@ export class Starling extends Emitter<StarlingEvents> {
     });
   }
 
-  /** Tells the callee to stop working on a request this side gave up on. */
-  private cancelRemote(requestId: string, p: Pending, peer?: PeerRef): void {
+  /**
+   * Tells the server to stop working on a request this side gave up on (for
+   * a relayed request the server passes the cancel on to the peer).
+   */
+  private cancelRemote(requestId: string, p: Pending): void {
     if (!p.sent) return;
-    this.sendNow(wire.notification(wire.CANCEL_TOPIC, { requestId }, peer));
+    this.sendNow(wire.notification(wire.CANCEL_TOPIC, { requestId }));
   }
 
   /**
@@ -752,6 +757,7 @@ export class Starling extends Emitter<StarlingEvents> {
     if (typeof msg.timeout === "number" && msg.timeout > 0) {
       inc.timer = setTimeout(() => {
         controller.abort(new StarlingError(ErrorCodes.REQUEST_TIMEOUT, "request timed out"));
+        this.rememberAbandoned(requestId);
         finish(wire.failure(requestId, { code: ErrorCodes.REQUEST_TIMEOUT, message: `${method} did not finish within ${msg.timeout} ms` }, peer));
       }, msg.timeout);
     }
@@ -764,6 +770,29 @@ export class Starling extends Emitter<StarlingEvents> {
       );
   }
 
+  private rememberAbandoned(requestId: string): void {
+    const now = Date.now();
+    this.abandoned.set(requestId, now);
+    if (this.abandoned.size > 256) {
+      for (const [id, at] of this.abandoned) if (now - at > 30_000 || this.abandoned.size > 256) this.abandoned.delete(id);
+    }
+  }
+
+  /** A `helios:error` notification: fail the request it names, or report it. */
+  private onServerError(data: unknown): void {
+    const d = (data ?? {}) as { code?: unknown; message?: unknown; requestId?: unknown; details?: unknown };
+    const code = typeof d.code === "string" ? d.code : ErrorCodes.METHOD_ERROR;
+    const message = typeof d.message === "string" ? d.message : "server error";
+    const err = new StarlingError(code, message, d.details);
+    if (typeof d.requestId === "string") {
+      const p = this.pending.get(d.requestId);
+      if (p) return p.reject(err);
+      // The server did not want our answer to a request it had given up on.
+      if (this.abandoned.delete(d.requestId)) return;
+    }
+    this.reportError(err);
+  }
+
   private onCancel(data: unknown): void {
     const requestId = (data as { requestId?: unknown } | null)?.requestId;
     if (typeof requestId !== "string") return;
@@ -773,6 +802,7 @@ export class Starling extends Emitter<StarlingEvents> {
     clearTimeout(inc.timer);
     this.incoming.delete(requestId);
     inc.controller.abort(new StarlingError(ErrorCodes.REQUEST_CANCELLED, "the caller cancelled the request"));
+    this.rememberAbandoned(requestId);
     this.sendNow(wire.failure(requestId, { code: ErrorCodes.REQUEST_CANCELLED, message: "the caller cancelled the request" }, inc.peer));
   }
 
@@ -906,6 +936,7 @@ export class Starling extends Emitter<StarlingEvents> {
     const n = msg.notification;
     if (n.topic === wire.CANCEL_TOPIC) return this.onCancel(n.data);
     if (n.topic === wire.WELCOME_TOPIC) return; // only meaningful first
+    if (n.topic === wire.ERROR_TOPIC && msg.peer === undefined) return this.onServerError(n.data);
     const event: NotificationEvent = { data: n.data === undefined ? null : n.data };
     if (n.topic !== undefined) event.topic = n.topic;
     if (msg.peer !== undefined) event.peer = msg.peer;

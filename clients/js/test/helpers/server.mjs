@@ -73,7 +73,7 @@ function canConnect(port) {
 export async function startHelios(opts = {}) {
   buildHelios();
   const port = await freePort();
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn", ...(opts.env ?? {}) };
+  const env = { ...process.env, HELIOS_LOG_LEVEL: process.env.HELIOS_LOG_LEVEL ?? "warn", ...(opts.env ?? {}) };
   delete env.HELIOS_RECOVERY_SECRET;
   if (opts.recovery) env.HELIOS_RECOVERY_SECRET = RECOVERY_SECRET;
   const child = spawn(heliosBin, ["serve", "--bind", `127.0.0.1:${port}`, ...(opts.args ?? [])], {
