@@ -29,6 +29,9 @@ pub struct Config {
     /// Frames queued for one connection's writer; a full queue is a slow
     /// consumer (see `docs/architecture.md`).
     pub outbound_queue_frames: usize,
+    /// Bytes queued for one connection above which a room delivery closes
+    /// it as a slow consumer (4008).
+    pub outbound_queue_bytes: usize,
     /// Invalid messages tolerated per connection per minute before it is
     /// closed with 1008.
     pub max_invalid_per_minute: u32,
@@ -45,6 +48,7 @@ impl Default for Config {
             parse_mode: ParseMode::Strict,
             max_inflight_per_connection: 256,
             outbound_queue_frames: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
             max_invalid_per_minute: 100,
             shutdown_grace: Duration::from_secs(10),
         }

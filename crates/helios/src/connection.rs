@@ -4,9 +4,10 @@
 //! into the connection's bounded outbound queue of already-encoded frames,
 //! which its writer task drains (see `socket.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,6 +67,18 @@ struct Inner {
     /// Cancelled when the connection must end; the code says why.
     closed: CancellationToken,
     close_code: OnceLock<CloseCode>,
+    /// Bytes in the outbound queue, and the cap for room deliveries.
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
+    /// Rooms this connection is a member of (to leave them all at close).
+    rooms: Mutex<HashSet<Arc<str>>>,
+    /// The peer name claimed with `helios:identify`.
+    name: Mutex<Option<Arc<str>>>,
+    /// Opaque per-connection token (WSBroker's `setToken`).
+    token: Mutex<Option<String>>,
+    /// The authenticated user id, when authentication is on.
+    user: Mutex<Option<String>>,
+    helios: crate::helios::WeakHelios,
 }
 
 impl std::fmt::Debug for Connection {
@@ -81,8 +94,9 @@ impl Connection {
         id: Arc<str>,
         encoding: Encoding,
         tx: mpsc::Sender<Bytes>,
-        request_timeout: Duration,
+        helios: &crate::helios::Helios,
     ) -> Self {
+        let config = helios.config();
         Self {
             inner: Arc::new(Inner {
                 id,
@@ -90,10 +104,95 @@ impl Connection {
                 tx,
                 data: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
-                request_timeout,
+                request_timeout: config.request_timeout,
                 closed: CancellationToken::new(),
                 close_code: OnceLock::new(),
+                queued_bytes: AtomicUsize::new(0),
+                max_queued_bytes: config.outbound_queue_bytes,
+                rooms: Mutex::new(HashSet::new()),
+                name: Mutex::new(None),
+                token: Mutex::new(None),
+                user: Mutex::new(None),
+                helios: helios.downgrade(),
             }),
+        }
+    }
+
+    fn helios(&self) -> Option<crate::helios::Helios> {
+        self.inner.helios.upgrade()
+    }
+
+    // ------------------------------------------------------------ identity
+
+    /// The peer name claimed with `helios:identify`, if any.
+    pub fn name(&self) -> Option<String> {
+        self.inner.name.lock().as_deref().map(str::to_owned)
+    }
+
+    pub(crate) fn set_name(&self, name: Option<Arc<str>>) -> Option<Arc<str>> {
+        std::mem::replace(&mut *self.inner.name.lock(), name)
+    }
+
+    /// Sets the connection's opaque token (e.g. a session or API token
+    /// resolved at login), visible to every handler.
+    pub fn set_token(&self, token: impl Into<String>) {
+        *self.inner.token.lock() = Some(token.into());
+    }
+
+    /// The connection's token, if set.
+    pub fn token(&self) -> Option<String> {
+        self.inner.token.lock().clone()
+    }
+
+    /// The authenticated user id, if any.
+    pub fn user_id(&self) -> Option<String> {
+        self.inner.user.lock().clone()
+    }
+
+    /// Marks the connection as authenticated as `user`.
+    pub fn set_user_id(&self, user: impl Into<String>) {
+        *self.inner.user.lock() = Some(user.into());
+    }
+
+    // ------------------------------------------------------------ rooms
+
+    /// The rooms this connection is a member of.
+    pub fn rooms(&self) -> Vec<String> {
+        self.inner
+            .rooms
+            .lock()
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    }
+
+    pub(crate) fn add_room(&self, topic: &str) -> bool {
+        self.inner.rooms.lock().insert(Arc::from(topic))
+    }
+
+    pub(crate) fn remove_room(&self, topic: &str) -> bool {
+        self.inner.rooms.lock().remove(topic)
+    }
+
+    pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
+        self.inner.rooms.lock().drain().collect()
+    }
+
+    /// Joins a room from the server side (no access rules apply).
+    ///
+    /// # Errors
+    /// `FORBIDDEN` when the room is full, or a broker error.
+    pub async fn subscribe(&self, topic: &str) -> Result<(), ErrorBody> {
+        match self.helios() {
+            Some(h) => h.join_room(self, topic, None).await,
+            None => Err(ErrorBody::new(ErrorCode::SHUTTING_DOWN, "server is gone")),
+        }
+    }
+
+    /// Leaves a room from the server side.
+    pub async fn unsubscribe(&self, topic: &str) {
+        if let Some(h) = self.helios() {
+            h.leave_room(self, topic).await;
         }
     }
 
@@ -164,11 +263,32 @@ impl Connection {
         if !self.is_open() {
             return Err(SendError::Closed);
         }
-        self.inner
-            .tx
-            .send(frame)
-            .await
-            .map_err(|_| SendError::Closed)
+        // Counted before the send so the writer never subtracts first.
+        let len = frame.len();
+        self.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let sent = self.inner.tx.send(frame).await;
+        if sent.is_err() {
+            self.dequeued(len);
+            return Err(SendError::Closed);
+        }
+        Ok(())
+    }
+
+    /// The writer took `len` bytes off the queue.
+    pub(crate) fn dequeued(&self, len: usize) {
+        self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// Queues a room delivery without waiting: the slow-consumer policy
+    /// applies (a full queue, by frames or by bytes, closes with 4008).
+    pub(crate) fn deliver(&self, frame: Bytes) -> Result<(), SendError> {
+        let queued = self.inner.queued_bytes.load(Ordering::Relaxed);
+        if queued + frame.len() > self.inner.max_queued_bytes {
+            tracing::warn!(conn = %self.id(), queued, "slow consumer: outbound bytes over the cap, closing");
+            self.close(CloseCode::SlowConsumer);
+            return Err(SendError::Full);
+        }
+        self.try_send_frame(frame)
     }
 
     /// Queues an encoded frame without waiting. A full queue means the
@@ -177,14 +297,20 @@ impl Connection {
         if !self.is_open() {
             return Err(SendError::Closed);
         }
+        let len = frame.len();
+        self.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
         match self.inner.tx.try_send(frame) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dequeued(len);
                 tracing::warn!(conn = %self.id(), "slow consumer: outbound queue full, closing");
                 self.close(CloseCode::SlowConsumer);
                 Err(SendError::Full)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.dequeued(len);
+                Err(SendError::Closed)
+            }
         }
     }
 
@@ -349,7 +475,7 @@ impl Drop for PendingGuard<'_> {
                 json!({ "requestId": id.as_str() }),
             );
             if let Some(frame) = self.conn.encode(&cancel.into()) {
-                let _ = self.conn.inner.tx.try_send(frame);
+                let _ = self.conn.try_send_frame(frame);
             }
         }
     }

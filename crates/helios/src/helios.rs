@@ -2,23 +2,29 @@
 //! running server's cheap-clone handle.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use helios_protocol::ParseMode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::{Broker, BrokerError, MemoryBroker};
 use crate::builtins;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::error::RegisterError;
+use crate::glob::Pattern;
 use crate::handler::{BoxFuture, EventHandler, MethodHandler, erase_event, erase_method};
 use crate::middleware::Middleware;
+use crate::names::NameRegistry;
 use crate::registry::ConnectionRegistry;
+use crate::relay::{RelayDecision, RelayHook, RelayRequest};
+use crate::rooms::{RoomEvent, RoomRegistry, RoomRule, RoomRules};
 use crate::router::{MethodOptions, RouteTable};
 
 type ConnectHook = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
+pub(crate) type RoomHook = Arc<dyn Fn(RoomEvent) -> BoxFuture<()> + Send + Sync>;
 
 /// Builds a [`Helios`] server.
 ///
@@ -42,6 +48,10 @@ pub struct Builder {
     routes: RouteTable,
     on_connect: Vec<ConnectHook>,
     on_disconnect: Vec<ConnectHook>,
+    on_room_event: Vec<RoomHook>,
+    rules: RoomRules,
+    broker: Option<Arc<dyn Broker>>,
+    relay_hook: Option<RelayHook>,
 }
 
 impl Builder {
@@ -51,7 +61,93 @@ impl Builder {
             routes: RouteTable::default(),
             on_connect: Vec::new(),
             on_disconnect: Vec::new(),
+            on_room_event: Vec::new(),
+            rules: RoomRules::default(),
+            broker: None,
+            relay_hook: None,
         }
+    }
+
+    /// Declares the rule of the rooms matching a pattern (`*` one segment,
+    /// `**` any); the first declared match wins.
+    ///
+    /// ```
+    /// use helios::{Access, Helios, RoomRule};
+    /// let helios = Helios::builder()
+    ///     .room("news:*", RoomRule::new().publish(Access::Nobody))
+    ///     .room("user:*", RoomRule::new().validator(|req| async move {
+    ///         req.connection.user_id().as_deref() == req.captures.first().map(String::as_str)
+    ///     }))
+    ///     .build();
+    /// # drop(helios);
+    /// ```
+    ///
+    /// # Panics
+    /// When the pattern is malformed.
+    #[track_caller]
+    pub fn room(mut self, pattern: &str, rule: RoomRule) -> Self {
+        match Pattern::new(pattern) {
+            Ok(p) => self.rules.declare(p, rule),
+            Err(e) => panic!("{e}"),
+        }
+        self
+    }
+
+    /// The rule for rooms no pattern declares (default: [`RoomRule::new`],
+    /// open to anyone).
+    pub fn undeclared_rooms(mut self, rule: RoomRule) -> Self {
+        self.rules.undeclared = rule;
+        self
+    }
+
+    /// The broker that carries publications (default: in memory, one node).
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Decides every relayed request and notification (`peer` field):
+    /// forward it, answer it here, or deny it.
+    ///
+    /// ```
+    /// use helios::{Helios, RelayDecision};
+    /// use helios_protocol::ErrorCode;
+    /// let helios = Helios::builder()
+    ///     .relay_hook(|req| async move {
+    ///         if req.method.as_deref() == Some("admin:reset") {
+    ///             RelayDecision::Deny(helios::MethodError::new(ErrorCode::FORBIDDEN, "no"))
+    ///         } else {
+    ///             RelayDecision::Forward
+    ///         }
+    ///     })
+    ///     .build();
+    /// # drop(helios);
+    /// ```
+    pub fn relay_hook<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(RelayRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = RelayDecision> + Send + 'static,
+    {
+        self.relay_hook = Some(Arc::new(move |r| Box::pin(hook(r))));
+        self
+    }
+
+    /// Runs when a connection joins or leaves a room.
+    pub fn on_room_event<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(RoomEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_room_event
+            .push(Arc::new(move |e| Box::pin(hook(e))));
+        self
+    }
+
+    /// Handles requests for methods nobody registered (after middleware);
+    /// the binary uses it to forward them to an HTTP backend.
+    pub fn fallback<H: MethodHandler<serde_json::Value>>(mut self, handler: H) -> Self {
+        self.routes.set_fallback(erase_method(handler));
+        self
     }
 
     /// Replaces the whole configuration.
@@ -209,8 +305,15 @@ impl Builder {
                 config: self.config,
                 routes: self.routes,
                 registry: ConnectionRegistry::new(),
+                rooms: Arc::new(RoomRegistry::new()),
+                rules: self.rules,
+                broker: self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new())),
+                broker_started: tokio::sync::OnceCell::new(),
+                names: NameRegistry::default(),
+                relay_hook: self.relay_hook,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
+                on_room_event: self.on_room_event,
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             }),
@@ -265,10 +368,28 @@ struct Inner {
     config: Config,
     routes: RouteTable,
     registry: ConnectionRegistry,
+    rooms: Arc<RoomRegistry>,
+    rules: RoomRules,
+    broker: Arc<dyn Broker>,
+    broker_started: tokio::sync::OnceCell<()>,
+    names: NameRegistry,
+    relay_hook: Option<RelayHook>,
     on_connect: Vec<ConnectHook>,
     on_disconnect: Vec<ConnectHook>,
+    on_room_event: Vec<RoomHook>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+}
+
+/// A non-owning handle to a [`Helios`], held by connections so they can
+/// reach the server without keeping it alive.
+#[derive(Clone)]
+pub(crate) struct WeakHelios(Weak<Inner>);
+
+impl WeakHelios {
+    pub(crate) fn upgrade(&self) -> Option<Helios> {
+        self.0.upgrade().map(|inner| Helios { inner })
+    }
 }
 
 impl Helios {
@@ -280,6 +401,51 @@ impl Helios {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakHelios {
+        WeakHelios(Arc::downgrade(&self.inner))
+    }
+
+    /// Connects the broker (once); `serve` calls it before accepting.
+    ///
+    /// # Errors
+    /// The broker's error when its backend cannot be reached.
+    pub async fn start(&self) -> Result<(), BrokerError> {
+        self.inner
+            .broker_started
+            .get_or_try_init(|| async {
+                let handler: Arc<dyn crate::broker::BrokerHandler> = self.inner.rooms.clone();
+                self.inner.broker.start(handler).await
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    pub(crate) fn rooms(&self) -> &RoomRegistry {
+        &self.inner.rooms
+    }
+
+    pub(crate) fn rules(&self) -> &RoomRules {
+        &self.inner.rules
+    }
+
+    pub(crate) fn names(&self) -> &NameRegistry {
+        &self.inner.names
+    }
+
+    pub(crate) fn relay_hook(&self) -> Option<&RelayHook> {
+        self.inner.relay_hook.as_ref()
+    }
+
+    pub(crate) async fn run_room_hooks(&self, event: RoomEvent) {
+        for hook in &self.inner.on_room_event {
+            hook(event.clone()).await;
+        }
     }
 
     /// A handle to a live connection, by `starlingId`.

@@ -23,6 +23,7 @@
 //! }
 //! ```
 
+mod broker;
 mod builtins;
 mod config;
 mod connection;
@@ -32,11 +33,18 @@ mod glob;
 mod handler;
 mod helios;
 mod middleware;
+mod names;
 mod registry;
+mod relay;
+mod rooms;
 mod router;
 mod server;
 mod socket;
 
+pub use broker::{
+    Broker, BrokerError, BrokerHandler, History, MemoryBroker, Publication, PublishOptions,
+    PublishResult, StreamPosition,
+};
 pub use config::Config;
 pub use connection::{CANCEL_TOPIC, Connection, ERROR_TOPIC, SendError, WELCOME_TOPIC};
 pub use context::Context;
@@ -45,6 +53,11 @@ pub use glob::Pattern;
 pub use handler::{EventHandler, IntoEventOutcome, IntoReply, MethodHandler, Reply};
 pub use helios::{Builder, Helios, Namespace};
 pub use middleware::{Middleware, Next};
+pub use names::MAX_NAME_LEN;
+pub use relay::{RelayDecision, RelayRequest};
+pub use rooms::{
+    Access, MAX_TOPIC_LEN, RoomAction, RoomEvent, RoomEventKind, RoomRequest, RoomRule,
+};
 pub use router::MethodOptions;
 pub use server::{UpgradeRejection, accept_key, websocket_builder};
 

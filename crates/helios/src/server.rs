@@ -169,12 +169,7 @@ where
 {
     let ws = websocket_builder(helios.config().max_message_bytes).serve(io);
     let (tx, rx) = mpsc::channel(helios.config().outbound_queue_frames);
-    let conn = Connection::new(
-        new_connection_id(),
-        encoding,
-        tx,
-        helios.config().request_timeout,
-    );
+    let conn = Connection::new(new_connection_id(), encoding, tx, &helios);
     drive(helios, ws, conn, rx).await;
 }
 
@@ -241,6 +236,9 @@ impl Helios {
         router: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.start()
+            .await
+            .map_err(|e| std::io::Error::other(format!("broker: {e}")))?;
         let token = self.shutdown_token().clone();
         let trigger = self.clone();
         let signal = async move {

@@ -75,8 +75,13 @@ pub(crate) async fn drive<S>(
     };
     reader.run(stream).await;
 
-    // Teardown: leave the registry, stop handlers, fail waiting requests.
+    // Teardown: leave the registry and every room, release the name, stop
+    // handlers, fail waiting requests.
     helios.registry().remove(conn.id());
+    helios.leave_all_rooms(&conn).await;
+    if let Some(name) = conn.set_name(None) {
+        helios.names().release(&name, conn.id());
+    }
     reader.inflight.abort_all();
     conn.fail_pending();
     conn.close(CloseCode::Normal); // no-op when a code is already set
@@ -208,6 +213,19 @@ impl Reader {
             let _ = self.conn.send_message(&resp.into()).await;
             return;
         }
+        if let Some(target) = req.peer.clone() {
+            let timeout = req
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(self.helios.config().request_timeout)
+                .min(self.helios.config().request_timeout);
+            let id = req.id.clone();
+            let fut = self
+                .helios
+                .relay_request(self.conn.clone(), req, target, timeout);
+            self.spawn_call(id, timeout, Box::pin(fut));
+            return;
+        }
         let router = self.helios.routes();
         let (next, route_timeout) = match router.method(&req.method) {
             Some(route) => (route.next(), route.timeout),
@@ -240,9 +258,20 @@ impl Reader {
                 timestamp: req.timestamp,
             },
         };
+        self.spawn_call(id, timeout, Box::pin(next.run(ctx)));
+    }
+
+    /// Runs a call as a task of this connection, bounded by `timeout`; a
+    /// panic becomes `METHOD_ERROR`.
+    fn spawn_call(
+        &mut self,
+        id: RequestId,
+        timeout: Duration,
+        call: futures_util::future::BoxFuture<'static, Reply>,
+    ) {
         let task_id = id.clone();
         let handle = self.inflight.spawn(async move {
-            let run = AssertUnwindSafe(next.run(ctx)).catch_unwind();
+            let run = AssertUnwindSafe(call).catch_unwind();
             let reply = match tokio::time::timeout(timeout, run).await {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(panic)) => Err(crate::error::MethodError::internal(format!(
@@ -313,6 +342,16 @@ impl Reader {
                 "request cancelled by the caller",
             )
             .await;
+            return;
+        }
+        if let Some(target) = n.peer.clone() {
+            let n = Notification {
+                topic: Some(topic),
+                ..n
+            };
+            if let Err(e) = self.helios.relay_notification(&self.conn, n, target).await {
+                self.conn.notify_error(&e, None).await;
+            }
             return;
         }
         let handlers = self.helios.routes().events(&topic);
@@ -396,6 +435,7 @@ async fn write_loop<Si>(
                     break;
                 }
                 for frame in batch.drain(..) {
+                    conn.dequeued(frame.len());
                     if sink.feed(to_ws(frame, kind)).await.is_err() {
                         conn.close(CloseCode::Normal);
                         return;
@@ -411,6 +451,7 @@ async fn write_loop<Si>(
     let code = conn.close_code();
     if code != CloseCode::SlowConsumer {
         while let Ok(frame) = rx.try_recv() {
+            conn.dequeued(frame.len());
             if sink.feed(to_ws(frame, kind)).await.is_err() {
                 return;
             }

@@ -148,7 +148,7 @@ where
     /// `Ok(true)` means a close was started.
     async fn on_command(&mut self, first: Option<Command>) -> Result<bool, String> {
         let mut next = first;
-        for _ in 0..WRITE_BATCH {
+        for written in 1..=WRITE_BATCH {
             match next {
                 Some(Command::Send(frame)) => {
                     self.ws.feed(frame).await.map_err(|e| e.to_string())?;
@@ -159,6 +159,11 @@ where
                     self.start_close().await?;
                     return Ok(true);
                 }
+            }
+            // Stop before taking a command off the queue that this batch
+            // would not write (it would be lost).
+            if written == WRITE_BATCH {
+                break;
             }
             next = match self.commands.try_recv() {
                 Ok(cmd) => Some(cmd),
