@@ -21,6 +21,10 @@ function startStatic() {
   const srv = http.createServer((req, res) => {
     const url = new URL(req.url, "http://127.0.0.1");
     let file;
+    if (url.pathname === "/favicon.ico") {
+      res.writeHead(204).end();
+      return;
+    }
     if (url.pathname === "/" || url.pathname === "/index.html") file = path.join(here, "browser", "index.html");
     else if (url.pathname.startsWith("/dist/")) file = path.join(pkgRoot, path.normalize(url.pathname).replace(/^([/\\])+/, ""));
     if (!file || !file.startsWith(pkgRoot) || !existsSync(file)) {
@@ -261,6 +265,7 @@ describe("browser (headless Chromium)", { timeout: 45 * 60_000 }, () => {
       assert.deepEqual(got, ["before the cut", "missed while cut", "live again"]);
       await shot(a.page, "recovery");
     } catch (e) {
+      await shot(a.page, "recovery-failed").catch(() => {});
       e.message += failHelp();
       throw e;
     } finally {
