@@ -284,6 +284,7 @@ export class Starling extends Emitter<StarlingEvents> {
     this.peerName = null;
     this.everConnected = false;
     this.attempts = 0;
+    this.abortAttempt?.("the client was closed while connecting", ErrorCodes.CONNECTION_CLOSED);
     const socket = this.socket;
     this.socket = null;
     if (socket) {
@@ -323,6 +324,8 @@ export class Starling extends Emitter<StarlingEvents> {
   }
 
   private lastWelcome: Welcome | null = null;
+  /** Ends the connection attempt in progress, if any. */
+  private abortAttempt: ((why: string, code: string) => void) | null = null;
 
   /** One connection attempt: socket open, then the welcome. */
   private async attempt(): Promise<Welcome> {
@@ -332,6 +335,9 @@ export class Starling extends Emitter<StarlingEvents> {
     } catch (err) {
       this.attemptFailed();
       throw new StarlingError(ErrorCodes.CONNECTION_FAILED, (err as Error).message);
+    }
+    if (this._state === "closed") {
+      throw new StarlingError(ErrorCodes.CONNECTION_CLOSED, "the client was closed while connecting");
     }
     const url = this.connectUrl();
     return new Promise<Welcome>((resolve, reject) => {
@@ -350,9 +356,10 @@ export class Starling extends Emitter<StarlingEvents> {
         // not settable everywhere; JSON frames are text anyway
       }
       let settled = false;
-      const fail = (why: string) => {
+      const fail = (why: string, code: string = ErrorCodes.CONNECTION_FAILED) => {
         if (settled) return;
         settled = true;
+        this.abortAttempt = null;
         clearTimeout(timer);
         socket.onopen = socket.onmessage = socket.onerror = null;
         socket.onclose = null;
@@ -363,8 +370,9 @@ export class Starling extends Emitter<StarlingEvents> {
           // already closing
         }
         this.attemptFailed();
-        reject(new StarlingError(ErrorCodes.CONNECTION_FAILED, why));
+        reject(new StarlingError(code, why));
       };
+      this.abortAttempt = fail;
       const timer = setTimeout(
         () => fail(`no welcome from ${this.url} within ${this.opts.connectTimeout} ms`),
         this.opts.connectTimeout,
@@ -383,6 +391,7 @@ export class Starling extends Emitter<StarlingEvents> {
         if (!msg) return;
         if (!settled && msg.type === "notification" && msg.notification.topic === wire.WELCOME_TOPIC) {
           settled = true;
+          this.abortAttempt = null;
           clearTimeout(timer);
           socket.onmessage = (e) => this.onFrame(e.data);
           socket.onclose = (e) => this.onSocketClose(socket, e.code, e.reason);

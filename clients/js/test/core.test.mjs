@@ -124,6 +124,16 @@ describe("core (no recovery secret)", { timeout: 45 * 60_000 }, () => {
     await proxy.close();
   });
 
+  test("close() during connect() rejects the connect at once", { timeout: 10_000 }, async () => {
+    const c = client();
+    const pending = c.connect();
+    const started = Date.now();
+    await c.close();
+    await assert.rejects(pending, { code: "CONNECTION_CLOSED" });
+    assert.ok(Date.now() - started < 2000);
+    assert.equal(c.state, "closed");
+  });
+
   test("method() refuses reserved namespaces", () => {
     const c = client();
     for (const ns of ["system", "internal", "stream", "helios"]) {
