@@ -98,7 +98,20 @@ async fn identify(ctx: Context<IdentifyArgs>) -> Result<Value, MethodError> {
     }
 }
 
-pub(crate) fn register(routes: &mut RouteTable) {
+async fn get_token(ctx: Context<Value>) -> Result<Value, MethodError> {
+    let Some(recovery) = ctx.meta.helios.config().recovery.as_ref() else {
+        return Err(MethodError::new(ErrorCode::METHOD_NOT_FOUND, "recovery is not enabled"));
+    };
+    let token = recovery.issue(ctx.meta.connection.id()).map_err(MethodError::internal)?;
+    Ok(json!({ "token": token, "expiresIn": recovery.ttl.as_secs() }))
+}
+
+pub(crate) fn register(routes: &mut RouteTable, recovery: bool) {
+    if recovery {
+        if let Err(e) = routes.add_builtin("starling:getToken", erase_method(get_token), MethodOptions::new()) {
+            tracing::error!("built-in starling:getToken not registered: {e}");
+        }
+    }
     let builtins = [
         ("system:ping", erase_method(ping)),
         ("system:echo", erase_method(echo)),
@@ -113,5 +126,46 @@ pub(crate) fn register(routes: &mut RouteTable) {
         if let Err(e) = routes.add_builtin(name, handler, MethodOptions::new()) {
             tracing::error!("built-in {name} not registered: {e}");
         }
+    }
+}
+
+#[derive(Deserialize)]
+struct RefreshArgs {
+    token: String,
+}
+
+/// `helios:refresh {token}`: re-runs the authentication hook on a new
+/// credential and, when it names the same user, replaces the connection's
+/// claims and expiry (registered only when authentication is on).
+async fn refresh(ctx: Context<RefreshArgs>) -> Result<Value, MethodError> {
+    let conn = &ctx.meta.connection;
+    let Some(hook) = ctx.meta.helios.auth_hook() else {
+        return Err(MethodError::new(
+            ErrorCode::UNAUTHORIZED,
+            "authentication is not configured",
+        ));
+    };
+    let req = crate::auth::HandshakeRequest::for_refresh(&ctx.payload.token, None);
+    let auth = hook(req)
+        .await
+        .map_err(|e| MethodError::new(ErrorCode::UNAUTHORIZED, e.to_string()))?
+        .ok_or_else(|| MethodError::new(ErrorCode::UNAUTHORIZED, "a token is required"))?;
+    if auth.user_id().is_none() || conn.user_id().as_deref() != auth.user_id() {
+        return Err(MethodError::new(
+            ErrorCode::FORBIDDEN,
+            "the token is for another user than this connection's",
+        ));
+    }
+    let expires_at = auth.expiry().map(|t| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    conn.set_auth(auth);
+    Ok(json!({ "user": conn.user_id(), "expiresAt": expires_at }))
+}
+
+pub(crate) fn register_refresh(routes: &mut RouteTable) {
+    if let Err(e) = routes.add_builtin("helios:refresh", erase_method(refresh), MethodOptions::new()) {
+        tracing::error!("built-in helios:refresh not registered: {e}");
     }
 }

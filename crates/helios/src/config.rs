@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use helios_protocol::ParseMode;
 
+use crate::session::RecoveryConfig;
+
 /// Settings of a Helios server. Every field has a default (see
 /// `docs/configuration.md`); set them through [`Builder`](crate::Builder).
 ///
@@ -38,6 +40,14 @@ pub struct Config {
     /// How long a shutdown waits for in-flight requests before closing
     /// connections with 1001.
     pub shutdown_grace: Duration,
+    /// Per-connection message rate limit; off unless set.
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
+    /// Session recovery (`starling:getToken`, `?recover=`); off unless set.
+    pub recovery: Option<RecoveryConfig>,
+    /// WebSocket ping interval of the health check; `None` turns it off.
+    pub ping_interval: Option<Duration>,
+    /// Pings left unanswered before the connection is closed (4100).
+    pub max_missed_pongs: u32,
 }
 
 impl Default for Config {
@@ -51,6 +61,10 @@ impl Default for Config {
             outbound_queue_bytes: 4 * 1024 * 1024,
             max_invalid_per_minute: 100,
             shutdown_grace: Duration::from_secs(10),
+            rate_limit: None,
+            recovery: None,
+            ping_interval: Some(Duration::from_secs(30)),
+            max_missed_pongs: 2,
         }
     }
 }

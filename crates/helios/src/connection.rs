@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -79,6 +79,10 @@ struct Inner {
     /// The authenticated user id, when authentication is on.
     user: Mutex<Option<String>>,
     helios: crate::helios::WeakHelios,
+    /// Set while a recovered session's replay is being sent.
+    recovering: AtomicBool,
+    recovery_buffer: Mutex<Option<Vec<(Arc<str>, u64, Bytes)>>>,
+    pings_outstanding: AtomicU32,
 }
 
 impl std::fmt::Debug for Connection {
@@ -114,11 +118,14 @@ impl Connection {
                 token: Mutex::new(None),
                 user: Mutex::new(None),
                 helios: helios.downgrade(),
+                recovering: AtomicBool::new(false),
+                recovery_buffer: Mutex::new(None),
+                pings_outstanding: AtomicU32::new(0),
             }),
         }
     }
 
-    fn helios(&self) -> Option<crate::helios::Helios> {
+    pub(crate) fn helios(&self) -> Option<crate::helios::Helios> {
         self.inner.helios.upgrade()
     }
 
@@ -281,7 +288,15 @@ impl Connection {
 
     /// Queues a room delivery without waiting: the slow-consumer policy
     /// applies (a full queue, by frames or by bytes, closes with 4008).
-    pub(crate) fn deliver(&self, frame: Bytes) -> Result<(), SendError> {
+    pub(crate) fn deliver(&self, topic: &str, offset: u64, frame: Bytes) -> Result<(), SendError> {
+        if self.inner.recovering.load(Ordering::Acquire) {
+            let mut buffer = self.inner.recovery_buffer.lock();
+            // Re-checked under the lock: recovery may have just finished.
+            if let Some(buffer) = buffer.as_mut() {
+                buffer.push((Arc::from(topic), offset, frame));
+                return Ok(());
+            }
+        }
         let queued = self.inner.queued_bytes.load(Ordering::Relaxed);
         if queued + frame.len() > self.inner.max_queued_bytes {
             tracing::warn!(conn = %self.id(), queued, "slow consumer: outbound bytes over the cap, closing");
@@ -289,6 +304,43 @@ impl Connection {
             return Err(SendError::Full);
         }
         self.try_send_frame(frame)
+    }
+
+    /// Holds room deliveries back while a recovered session's missed
+    /// messages are replayed, so the replay comes first.
+    pub(crate) fn begin_recovery(&self) {
+        *self.inner.recovery_buffer.lock() = Some(Vec::new());
+        self.inner.recovering.store(true, Ordering::Release);
+    }
+
+    /// Ends the replay: queues the held-back deliveries that the replay did
+    /// not already contain (offset above the last replayed one).
+    pub(crate) fn finish_recovery(&self, replayed: &HashMap<String, u64>) {
+        let mut guard = self.inner.recovery_buffer.lock();
+        let held = guard.take().unwrap_or_default();
+        self.inner.recovering.store(false, Ordering::Release);
+        for (topic, offset, frame) in held {
+            if replayed.get(&*topic).is_some_and(|last| offset <= *last) {
+                continue;
+            }
+            if self.try_send_frame(frame).is_err() {
+                break;
+            }
+        }
+        drop(guard);
+    }
+
+    /// Health checks: pings sent since the last pong.
+    pub(crate) fn ping_sent(&self) -> u32 {
+        self.inner.pings_outstanding.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn pings_outstanding(&self) -> u32 {
+        self.inner.pings_outstanding.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn pong_received(&self) {
+        self.inner.pings_outstanding.store(0, Ordering::Relaxed);
     }
 
     /// Queues an encoded frame without waiting. A full queue means the

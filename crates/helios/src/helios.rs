@@ -9,22 +9,27 @@ use helios_protocol::ParseMode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Auth, AuthHook, AuthRejection, HandshakeRequest};
 use crate::broker::{Broker, BrokerError, MemoryBroker};
 use crate::builtins;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::error::RegisterError;
 use crate::glob::Pattern;
+use crate::health::HealthEvent;
 use crate::handler::{BoxFuture, EventHandler, MethodHandler, erase_event, erase_method};
+use crate::metrics::{Gauges, Metrics};
 use crate::middleware::Middleware;
 use crate::names::NameRegistry;
 use crate::registry::ConnectionRegistry;
 use crate::relay::{RelayDecision, RelayHook, RelayRequest};
 use crate::rooms::{RoomEvent, RoomRegistry, RoomRule, RoomRules};
 use crate::router::{MethodOptions, RouteTable};
+use crate::session::{MemorySessionStore, RecoveryConfig, SessionStore};
 
 type ConnectHook = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
 pub(crate) type RoomHook = Arc<dyn Fn(RoomEvent) -> BoxFuture<()> + Send + Sync>;
+type HealthHook = Arc<dyn Fn(HealthEvent) -> BoxFuture<()> + Send + Sync>;
 
 /// Builds a [`Helios`] server.
 ///
@@ -52,6 +57,9 @@ pub struct Builder {
     rules: RoomRules,
     broker: Option<Arc<dyn Broker>>,
     relay_hook: Option<RelayHook>,
+    sessions: Option<Arc<dyn SessionStore>>,
+    on_health: Vec<HealthHook>,
+    auth: Option<AuthHook>,
 }
 
 impl Builder {
@@ -65,7 +73,49 @@ impl Builder {
             rules: RoomRules::default(),
             broker: None,
             relay_hook: None,
+            auth: None,
+            sessions: None,
+            on_health: Vec::new(),
         }
+    }
+
+    /// Turns on session recovery (`starling:getToken`, `?recover=TOKEN`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let recovery = helios::RecoveryConfig::new(b"a-secret-of-at-least-32-bytes!!!", Duration::from_secs(300))?;
+    /// let helios = helios::Helios::builder().recovery(recovery).build();
+    /// # drop(helios);
+    /// # Ok::<(), helios::SecretTooShort>(())
+    /// ```
+    pub fn recovery(mut self, recovery: RecoveryConfig) -> Self {
+        self.config.recovery = Some(recovery);
+        self
+    }
+
+    /// Where dropped sessions wait for recovery (default: in memory).
+    pub fn session_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.sessions = Some(store);
+        self
+    }
+
+    /// Health check: ping every `interval` (`None`: off), close with 4100
+    /// after `max_missed` unanswered pings. Default 30 s and 2.
+    pub fn health_check(mut self, interval: Option<Duration>, max_missed: u32) -> Self {
+        self.config.ping_interval = interval;
+        self.config.max_missed_pongs = max_missed.max(1);
+        self
+    }
+
+    /// Runs on health-check events (`ping-missed`, `ping-timeout`,
+    /// `pong-received`).
+    pub fn on_health_event<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(HealthEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_health.push(Arc::new(move |e| Box::pin(hook(e))));
+        self
     }
 
     /// Declares the rule of the rooms matching a pattern (`*` one segment,
@@ -129,6 +179,35 @@ impl Builder {
         Fut: Future<Output = RelayDecision> + Send + 'static,
     {
         self.relay_hook = Some(Arc::new(move |r| Box::pin(hook(r))));
+        self
+    }
+
+    /// Authenticates every WebSocket handshake before the `101`: `Ok(Some)`
+    /// admits an authenticated connection (its user id and claims are set
+    /// before the welcome), `Ok(None)` an anonymous one, `Err` answers the
+    /// HTTP request with the rejection's status (401, 403, 503). With a hook
+    /// set, the built-in `helios:refresh {token}` re-runs it to extend a live
+    /// connection; one whose [`Auth::expires_at`] passes is closed with 4001.
+    ///
+    /// ```
+    /// use helios::{Auth, AuthRejection, Helios};
+    /// let helios = Helios::builder()
+    ///     .authenticate(|req| async move {
+    ///         match req.token().as_deref() {
+    ///             Some("let-me-in") => Ok(Some(Auth::user("ada").rooms(["chat:*"]))),
+    ///             Some(_) => Err(AuthRejection::Unauthorized("bad token".into())),
+    ///             None => Ok(None),
+    ///         }
+    ///     })
+    ///     .build();
+    /// # drop(helios);
+    /// ```
+    pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(HandshakeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Auth>, AuthRejection>> + Send + 'static,
+    {
+        self.auth = Some(Arc::new(move |r| Box::pin(hook(r))));
         self
     }
 
@@ -298,7 +377,10 @@ impl Builder {
 
     /// Finishes the server.
     pub fn build(mut self) -> Helios {
-        builtins::register(&mut self.routes);
+        builtins::register(&mut self.routes, self.config.recovery.is_some());
+        if self.auth.is_some() {
+            builtins::register_refresh(&mut self.routes);
+        }
         self.routes.finish();
         Helios {
             inner: Arc::new(Inner {
@@ -311,6 +393,10 @@ impl Builder {
                 broker_started: tokio::sync::OnceCell::new(),
                 names: NameRegistry::default(),
                 relay_hook: self.relay_hook,
+                auth: self.auth,
+                metrics: Metrics::new(),
+                sessions: self.sessions.unwrap_or_else(|| MemorySessionStore::new()),
+                on_health: self.on_health,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
                 on_room_event: self.on_room_event,
@@ -374,6 +460,10 @@ struct Inner {
     broker_started: tokio::sync::OnceCell<()>,
     names: NameRegistry,
     relay_hook: Option<RelayHook>,
+    auth: Option<AuthHook>,
+    metrics: Metrics,
+    sessions: Arc<dyn SessionStore>,
+    on_health: Vec<HealthHook>,
     on_connect: Vec<ConnectHook>,
     on_disconnect: Vec<ConnectHook>,
     on_room_event: Vec<RoomHook>,
@@ -442,10 +532,47 @@ impl Helios {
         self.inner.relay_hook.as_ref()
     }
 
+    pub(crate) fn sessions(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.sessions
+    }
+
+    /// Runs the health hooks in their own task (the writer must not wait).
+    pub(crate) fn emit_health(&self, event: HealthEvent) {
+        if self.inner.on_health.is_empty() {
+            return;
+        }
+        let hooks = self.inner.on_health.clone();
+        tokio::spawn(async move {
+            for hook in hooks {
+                hook(event.clone()).await;
+            }
+        });
+    }
+
     pub(crate) async fn run_room_hooks(&self, event: RoomEvent) {
         for hook in &self.inner.on_room_event {
             hook(event.clone()).await;
         }
+    }
+
+    /// The server's counters (see `docs/operations.md`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Every counter and gauge in the Prometheus text format (what the
+    /// binary serves at `GET /metrics`).
+    pub fn render_metrics(&self) -> String {
+        let rooms = self.room_list();
+        self.inner.metrics.render(&Gauges {
+            connections: self.connection_count(),
+            rooms: rooms.len(),
+            subscriptions: rooms.iter().map(|(_, n)| n).sum(),
+        })
+    }
+
+    pub(crate) fn auth_hook(&self) -> Option<&AuthHook> {
+        self.inner.auth.as_ref()
     }
 
     /// A handle to a live connection, by `starlingId`.

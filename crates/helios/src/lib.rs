@@ -23,7 +23,10 @@
 //! }
 //! ```
 
+mod auth;
 mod broker;
+#[cfg(feature = "broker-contract")]
+pub mod broker_contract;
 mod builtins;
 mod config;
 mod connection;
@@ -31,16 +34,23 @@ mod context;
 mod error;
 mod glob;
 mod handler;
+mod health;
 mod helios;
+mod listener;
+mod metrics;
 mod middleware;
 mod names;
+mod ratelimit;
 mod registry;
 mod relay;
 mod rooms;
 mod router;
 mod server;
+mod session;
 mod socket;
+mod tls;
 
+pub use auth::{Auth, AuthRejection, HandshakeRequest};
 pub use broker::{
     Broker, BrokerError, BrokerHandler, History, MemoryBroker, Publication, PublishOptions,
     PublishResult, StreamPosition,
@@ -50,16 +60,24 @@ pub use connection::{CANCEL_TOPIC, Connection, ERROR_TOPIC, SendError, WELCOME_T
 pub use context::Context;
 pub use error::{MethodError, RegisterError};
 pub use glob::Pattern;
+pub use health::{HealthEvent, HealthEventKind};
 pub use handler::{EventHandler, IntoEventOutcome, IntoReply, MethodHandler, Reply};
 pub use helios::{Builder, Helios, Namespace};
+pub use listener::ServeOptions;
+pub use metrics::{MessageKind, Metrics, Rejection};
 pub use middleware::{Middleware, Next};
+pub use ratelimit::RateLimit;
 pub use names::MAX_NAME_LEN;
 pub use relay::{RelayDecision, RelayRequest};
 pub use rooms::{
     Access, MAX_TOPIC_LEN, RoomAction, RoomEvent, RoomEventKind, RoomRequest, RoomRule,
 };
 pub use router::MethodOptions;
+pub use session::{
+    MIN_SECRET_LEN, MemorySessionStore, RecoveryConfig, SecretTooShort, SessionSnapshot, SessionStore,
+};
 pub use server::{UpgradeRejection, accept_key, websocket_builder};
+pub use tls::{TlsConfig, TlsError};
 
 /// The wire protocol crate, re-exported.
 pub use helios_protocol as protocol;

@@ -42,6 +42,9 @@ pub enum Access {
     Members,
     /// No client; only the server (`helios.broadcast`).
     Nobody,
+    /// Connections whose credential lists a room pattern that matches
+    /// (see [`Auth::rooms`](crate::Auth::rooms)).
+    Claimed,
 }
 
 /// What a client asked to do, for validators.
@@ -368,7 +371,7 @@ impl BrokerHandler for RoomRegistry {
         let mut delivered = 0;
         for conn in members.values() {
             if let Some(frame) = frames.get(conn.encoding()) {
-                if conn.deliver(frame).is_ok() {
+                if conn.deliver(topic, publication.offset, frame).is_ok() {
                     delivered += 1;
                 }
             }
@@ -420,6 +423,12 @@ fn check_access(
             "only members of {topic:?} may {what} it"
         ))),
         Access::Nobody => Err(forbidden(format!("clients may not {what} {topic:?}"))),
+        Access::Claimed if conn.auth().is_some_and(|a| a.may_use_room(topic)) => Ok(()),
+        Access::Claimed if conn.user_id().is_none() => Err(MethodError::new(
+            ErrorCode::UNAUTHORIZED,
+            format!("only authenticated connections may {what} {topic:?}"),
+        )),
+        Access::Claimed => Err(forbidden(format!("your token does not grant {topic:?}"))),
     }
 }
 
@@ -562,7 +571,11 @@ impl Helios {
             history_size: rule.history_size,
             history_ttl: rule.history_ttl,
         };
-        self.broker().publish(topic, data, opts).await
+        let published = self.broker().publish(topic, data, opts).await;
+        if let Ok(r) = &published {
+            self.metrics().publication(r.delivered);
+        }
+        published
     }
 
     /// Makes every member of `from` a member of `to` as well (WSBroker's

@@ -1,12 +1,14 @@
 //! HTTP side: the WebSocket upgrade on `/ws` and `/`, `GET /healthz`, and
 //! `serve` with graceful shutdown.
 
+use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -20,6 +22,7 @@ use tokio_websockets::{Config as WsConfig, Limits, ServerBuilder};
 
 use crate::connection::Connection;
 use crate::helios::Helios;
+use crate::session::RecoverRequest;
 use crate::socket::{drive, new_connection_id};
 
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -133,10 +136,15 @@ async fn upgrade(State(helios): State<Helios>, mut req: Request<Body>) -> Respon
         return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down").into_response();
     }
     let encoding = hs.encoding;
+    let recover = Query::<HashMap<String, String>>::try_from_uri(req.uri())
+        .ok()
+        .and_then(|Query(q)| RecoverRequest::from_query(&q));
     let task_helios = helios.clone();
     helios.tracker().spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => accept_socket(task_helios, TokioIo::new(upgraded), encoding).await,
+            Ok(upgraded) => {
+                accept_socket(task_helios, TokioIo::new(upgraded), encoding, recover).await
+            }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
@@ -163,14 +171,26 @@ pub fn websocket_builder(max_message_bytes: usize) -> ServerBuilder {
 }
 
 /// Takes over an upgraded stream and runs the connection to its end.
-pub(crate) async fn accept_socket<S>(helios: Helios, io: S, encoding: Encoding)
-where
+pub(crate) async fn accept_socket<S>(
+    helios: Helios,
+    io: S,
+    encoding: Encoding,
+    recover: Option<RecoverRequest>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ws = websocket_builder(helios.config().max_message_bytes).serve(io);
     let (tx, rx) = mpsc::channel(helios.config().outbound_queue_frames);
-    let conn = Connection::new(new_connection_id(), encoding, tx, &helios);
-    drive(helios, ws, conn, rx).await;
+    let recovery = match recover {
+        Some(req) => Some((helios.take_session(&req).await, req)),
+        None => None,
+    };
+    let id = match &recovery {
+        Some((Ok(r), _)) => Arc::from(r.snapshot.starling_id.as_str()),
+        _ => new_connection_id(),
+    };
+    let conn = Connection::new(id, encoding, tx, &helios);
+    drive(helios, ws, conn, rx, recovery).await;
 }
 
 async fn healthz(State(helios): State<Helios>) -> Response {

@@ -28,7 +28,9 @@ use tokio_websockets::{Message as WsMessage, WebSocketStream};
 use crate::connection::{CANCEL_TOPIC, Connection, WELCOME_TOPIC};
 use crate::context::{Context, Meta};
 use crate::handler::Reply;
+use crate::health::{HealthEvent, HealthEventKind, ping_payload, pong_latency};
 use crate::helios::Helios;
+use crate::session::{NotRecovered, RecoverRequest, Recovered};
 
 /// What a finished handler task hands back to the reader.
 enum Done {
@@ -51,19 +53,40 @@ pub(crate) async fn drive<S>(
     ws: WebSocketStream<S>,
     conn: Connection,
     rx: mpsc::Receiver<Bytes>,
+    recovery: Option<(Result<Recovered, NotRecovered>, RecoverRequest)>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
     let frame_type = conn.encoding().frame_type();
-    let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), frame_type));
+    let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), frame_type, helios.clone()));
 
     helios.registry().insert(conn.clone());
-    let welcome = Notification::new(
-        Some(WELCOME_TOPIC.to_owned()),
-        json!({ "starlingId": conn.id(), "recovered": false, "serverTime": now_ms() }),
-    );
+    let mut welcome = json!({ "starlingId": conn.id(), "recovered": false, "serverTime": now_ms() });
+    let mut replay = None;
+    match recovery {
+        Some((Ok(recovered), req)) => {
+            let (missed, messages, last) = helios.restore_session(&conn, recovered.snapshot, &req.since).await;
+            welcome["recovered"] = json!(true);
+            welcome["missed"] = json!(!missed.is_empty());
+            welcome["missedRooms"] = json!(missed);
+            welcome["rooms"] = json!(conn.rooms());
+            replay = Some((messages, last));
+        }
+        Some((Err(reason), _)) => welcome["reason"] = json!(reason.as_str()),
+        None => {}
+    }
+    let welcome = Notification::new(Some(WELCOME_TOPIC.to_owned()), welcome);
     let _ = conn.send_message(&welcome.into()).await;
+    if let Some((messages, last)) = replay {
+        // Missed room messages first, in order, then what arrived meanwhile.
+        for m in &messages {
+            if conn.send_message(m).await.is_err() {
+                break;
+            }
+        }
+        conn.finish_recovery(&last);
+    }
     helios.run_connect_hooks(&conn).await;
 
     let mut reader = Reader {
@@ -75,8 +98,11 @@ pub(crate) async fn drive<S>(
     };
     reader.run(stream).await;
 
-    // Teardown: leave the registry and every room, release the name, stop
-    // handlers, fail waiting requests.
+    // Teardown: keep the session for recovery (while the connection still
+    // holds it, so a reconnect in between is told it is held), leave the
+    // registry and every room, release the name, stop handlers, fail
+    // waiting requests.
+    helios.save_session(&conn).await;
     helios.registry().remove(conn.id());
     helios.leave_all_rooms(&conn).await;
     if let Some(name) = conn.set_name(None) {
@@ -145,7 +171,16 @@ impl Reader {
         } else if msg.is_binary() {
             FrameType::Binary
         } else {
-            return; // ping, pong and close are handled by the WebSocket layer
+            if msg.is_pong() {
+                self.conn.pong_received();
+                if let Some(latency) = pong_latency(msg.as_payload()) {
+                    self.helios.emit_health(HealthEvent {
+                        connection: self.conn.clone(),
+                        kind: HealthEventKind::PongReceived { latency },
+                    });
+                }
+            }
+            return; // pings and closes are answered by the WebSocket layer
         };
         let encoding = self.conn.encoding();
         if kind != encoding.frame_type() {
@@ -406,6 +441,15 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+async fn tick(ping: &mut Option<tokio::time::Interval>) {
+    match ping {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 fn to_ws(frame: Bytes, kind: FrameType) -> WsMessage {
     match kind {
         FrameType::Text => WsMessage::text(frame),
@@ -421,15 +465,41 @@ async fn write_loop<Si>(
     mut rx: mpsc::Receiver<Bytes>,
     conn: Connection,
     kind: FrameType,
+    helios: Helios,
 ) where
     Si: futures_util::Sink<WsMessage, Error = tokio_websockets::Error> + Unpin,
 {
     let closed = conn.closed_token().clone();
     let mut batch = Vec::with_capacity(0);
+    let max_missed = helios.config().max_missed_pongs;
+    let mut ping = helios.config().ping_interval.map(|every| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    drop(helios);
     loop {
         tokio::select! {
             biased;
             _ = closed.cancelled() => break,
+            _ = tick(&mut ping) => {
+                let missed = conn.pings_outstanding();
+                let Some(h) = conn.helios() else { break };
+                if missed >= max_missed {
+                    h.emit_health(HealthEvent { connection: conn.clone(), kind: HealthEventKind::PingTimeout });
+                    tracing::info!(conn = %conn.id(), missed, "ping timeout, closing");
+                    conn.close(CloseCode::PingTimeout);
+                    break;
+                }
+                if missed > 0 {
+                    h.emit_health(HealthEvent { connection: conn.clone(), kind: HealthEventKind::PingMissed { missed } });
+                }
+                conn.ping_sent();
+                if sink.send(WsMessage::ping(ping_payload())).await.is_err() {
+                    conn.close(CloseCode::Normal);
+                    return;
+                }
+            }
             n = rx.recv_many(&mut batch, 64) => {
                 if n == 0 {
                     break;
