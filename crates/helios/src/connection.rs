@@ -4,7 +4,7 @@
 //! into the connection's bounded outbound queue of already-encoded frames,
 //! which its writer task drains (see `socket.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -78,12 +78,19 @@ struct Inner {
     token: Mutex<Option<String>>,
     /// The authenticated user id, when authentication is on.
     user: Mutex<Option<String>>,
+    /// The credential's claims, room patterns and expiry, when authenticated.
+    auth: Mutex<Option<Arc<crate::auth::Auth>>>,
     helios: crate::helios::WeakHelios,
     /// Set while a recovered session's replay is being sent.
     recovering: AtomicBool,
     recovery_buffer: Mutex<Option<Vec<(Arc<str>, u64, Bytes)>>>,
     pings_outstanding: AtomicU32,
+    /// Server→client requests given up recently, whose late answers are
+    /// accepted quietly.
+    abandoned: Mutex<VecDeque<RequestId>>,
 }
+
+const ABANDONED_KEPT: usize = 32;
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,10 +124,12 @@ impl Connection {
                 name: Mutex::new(None),
                 token: Mutex::new(None),
                 user: Mutex::new(None),
+                auth: Mutex::new(None),
                 helios: helios.downgrade(),
                 recovering: AtomicBool::new(false),
                 recovery_buffer: Mutex::new(None),
                 pings_outstanding: AtomicU32::new(0),
+                abandoned: Mutex::new(VecDeque::new()),
             }),
         }
     }
@@ -159,6 +168,21 @@ impl Connection {
     /// Marks the connection as authenticated as `user`.
     pub fn set_user_id(&self, user: impl Into<String>) {
         *self.inner.user.lock() = Some(user.into());
+    }
+
+    /// What authentication decided about this connection (claims, room
+    /// patterns, expiry), if anything.
+    pub fn auth(&self) -> Option<Arc<crate::auth::Auth>> {
+        self.inner.auth.lock().clone()
+    }
+
+    /// Sets the connection's credential (and its user id, when it has one);
+    /// `helios:refresh` calls it with the new one.
+    pub fn set_auth(&self, auth: crate::auth::Auth) {
+        if let Some(user) = auth.user_id() {
+            self.set_user_id(user);
+        }
+        *self.inner.auth.lock() = Some(Arc::new(auth));
     }
 
     // ------------------------------------------------------------ rooms
@@ -367,9 +391,28 @@ impl Connection {
     }
 
     pub(crate) async fn send_message(&self, msg: &Message) -> Result<(), SendError> {
+        self.count_out(msg);
         match self.encode(msg) {
             Some(frame) => self.send_frame(frame).await,
             None => Ok(()),
+        }
+    }
+
+    /// Counts an outgoing message (and its error code) in the metrics.
+    fn count_out(&self, msg: &Message) {
+        let Some(helios) = self.helios() else { return };
+        let metrics = helios.metrics();
+        match msg {
+            Message::Request(_) => metrics.messages_out(crate::metrics::MessageKind::Request, 1),
+            Message::Response(r) => {
+                metrics.messages_out(crate::metrics::MessageKind::Response, 1);
+                if let Err(e) = &r.result {
+                    metrics.error(&e.code);
+                }
+            }
+            Message::Notification(_) => {
+                metrics.messages_out(crate::metrics::MessageKind::Notification, 1);
+            }
         }
     }
 
@@ -474,7 +517,9 @@ impl Connection {
                 let _ = tx.send(resp);
                 true
             }
-            None => false,
+            // A late answer to a request we gave up on (it crossed our
+            // cancel on the wire) is expected, not an error.
+            None => self.inner.abandoned.lock().contains(&resp.id),
         }
     }
 
@@ -522,6 +567,12 @@ impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let Some(id) = self.id.take() else { return };
         if self.conn.inner.pending.lock().remove(&id).is_some() {
+            let mut abandoned = self.conn.inner.abandoned.lock();
+            if abandoned.len() == ABANDONED_KEPT {
+                abandoned.pop_front();
+            }
+            abandoned.push_back(id.clone());
+            drop(abandoned);
             let cancel = Notification::new(
                 Some(CANCEL_TOPIC.to_owned()),
                 json!({ "requestId": id.as_str() }),

@@ -383,6 +383,21 @@ async fn server_to_client_requests() {
     let cancel = c.next_json().await;
     assert_eq!(cancel["notification"]["topic"], "helios:cancel");
     assert_eq!(cancel["notification"]["data"]["requestId"], rid);
+    // The client's late REQUEST_CANCELLED answer crosses the cancel: accepted quietly.
+    c.send_json(
+        &json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
+        "type": "response", "requestId": rid, "success": false,
+        "error": {"code": "REQUEST_CANCELLED", "message": "cancelled"}}),
+    )
+    .await;
+    let ping = uuid();
+    c.send_json(&request(&ping, "system:ping", json!({}))).await;
+    let next = c.next_json().await;
+    assert_eq!(
+        next["requestId"],
+        ping.as_str(),
+        "no helios:error for the late answer: {next}"
+    );
 
     // The connection goes away: waiting requests fail at once.
     let ask = {

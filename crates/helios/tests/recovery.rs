@@ -20,10 +20,13 @@ fn recovering_server() -> helios::Builder {
         .room("feed:*", RoomRule::new().history(20_000))
         .room("small:*", RoomRule::new().history(10))
         .method("app:set", |ctx: Context| async move {
-            ctx.connection().set("k", ctx.payload);
+            let Context { payload, .. } = &ctx;
+            ctx.connection().set("k", payload);
             Ok::<_, MethodError>(true)
         })
-        .method("app:get", |ctx: Context| async move { Ok::<_, MethodError>(ctx.connection().get("k")) })
+        .method("app:get", |ctx: Context| async move {
+            Ok::<_, MethodError>(ctx.connection().get("k"))
+        })
 }
 
 async fn token(c: &mut Raw) -> String {
@@ -44,7 +47,9 @@ fn recover_url(s: &Server, token: &str, since: Option<Value>) -> String {
 fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -59,14 +64,24 @@ async fn reconnect(s: &Server, token: &str, since: Option<Value>) -> Raw {
         if c.welcome["recovered"] == true {
             return c;
         }
-        assert_eq!(c.welcome["reason"], "the session is still held by a live connection", "{}", c.welcome);
+        assert_eq!(
+            c.welcome["reason"], "the session is still held by a live connection",
+            "{}",
+            c.welcome
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("never recovered");
 }
 
 /// Reads room deliveries until `last` arrives; returns the `i`s in order.
-async fn read_until(c: &mut Raw, topic: &str, last: u64, seen: &mut Vec<u64>, pos: &mut (u64, String)) {
+async fn read_until(
+    c: &mut Raw,
+    topic: &str,
+    last: u64,
+    seen: &mut Vec<u64>,
+    pos: &mut (u64, String),
+) {
     while seen.last() != Some(&last) {
         let v = c.next_json().await;
         if v["notification"]["topic"] != topic {
@@ -74,7 +89,10 @@ async fn read_until(c: &mut Raw, topic: &str, last: u64, seen: &mut Vec<u64>, po
         }
         seen.push(v["notification"]["data"]["i"].as_u64().expect("i"));
         pos.0 = v["notification"]["offset"].as_u64().expect("offset");
-        pos.1 = v["notification"]["epoch"].as_str().expect("epoch").to_owned();
+        pos.1 = v["notification"]["epoch"]
+            .as_str()
+            .expect("epoch")
+            .to_owned();
     }
 }
 
@@ -82,15 +100,25 @@ fn assert_complete(seen: &[u64], n: u64) {
     let expected: Vec<u64> = (0..n).collect();
     if seen != expected.as_slice() {
         let dups = seen.len() as i64 - n as i64;
-        let first_bad = seen.iter().zip(0..).find(|(a, b)| **a != *b).map(|(a, b)| (b, *a));
-        panic!("got {} messages ({dups:+}); first mismatch (index, value): {first_bad:?}", seen.len());
+        let first_bad = seen
+            .iter()
+            .zip(0..)
+            .find(|(a, b)| **a != *b)
+            .map(|(a, b)| (b, *a));
+        panic!(
+            "got {} messages ({dups:+}); first mismatch (index, value): {first_bad:?}",
+            seen.len()
+        );
     }
 }
 
 fn publisher(helios: Helios, topic: &'static str, n: u64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         for i in 0..n {
-            helios.broadcast(topic, json!({ "i": i })).await.expect("broadcast");
+            helios
+                .broadcast(topic, json!({ "i": i }))
+                .await
+                .expect("broadcast");
             if i % 100 == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -122,7 +150,10 @@ async fn abrupt_cut_during_ten_thousand_publications_loses_nothing() {
     publishing.await.expect("publisher");
     assert_complete(&seen, 10_000);
     // Connection data came back too.
-    assert_eq!(c.call("app:get", json!({})).await["data"], json!({"user": "ada"}));
+    assert_eq!(
+        c.call("app:get", json!({})).await["data"],
+        json!({"user": "ada"})
+    );
 }
 
 #[tokio::test]
@@ -130,7 +161,9 @@ async fn ping_timeout_path_then_recovery_loses_nothing() {
     let events = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let ev = events.clone();
     let helios = recovering_server()
-        .health_check(Some(Duration::from_millis(100)), 2)
+        // Pings queue behind deliveries on the same socket; the interval
+        // leaves a busy (debug-build) reader time to get to them.
+        .health_check(Some(Duration::from_millis(500)), 2)
         .on_health_event(move |e| {
             let ev = ev.clone();
             async move { ev.lock().push(e.kind) }
@@ -154,10 +187,17 @@ async fn ping_timeout_path_then_recovery_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(s.helios.connection(&id).is_none(), "closed by the health check");
+    assert!(
+        s.helios.connection(&id).is_none(),
+        "closed by the health check"
+    );
     let kinds = events.lock().clone();
-    assert!(kinds.iter().any(|k| matches!(k, HealthEventKind::PongReceived { .. })), "{kinds:?}");
-    assert!(kinds.iter().any(|k| matches!(k, HealthEventKind::PingMissed { missed: 1 })), "{kinds:?}");
+    assert!(
+        kinds
+            .iter()
+            .any(|k| matches!(k, HealthEventKind::PingMissed { missed: 1 })),
+        "{kinds:?}"
+    );
     assert!(kinds.contains(&HealthEventKind::PingTimeout), "{kinds:?}");
     drop(frozen);
 
@@ -170,8 +210,35 @@ async fn ping_timeout_path_then_recovery_loses_nothing() {
 }
 
 #[tokio::test]
+async fn a_reading_client_answers_pings_and_stays() {
+    let events = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let ev = events.clone();
+    let helios = Helios::builder()
+        .health_check(Some(Duration::from_millis(50)), 2)
+        .on_health_event(move |e| {
+            let ev = ev.clone();
+            async move { ev.lock().push(e.kind) }
+        })
+        .build();
+    let s = Server::start(helios).await;
+    let mut c = Raw::connect(&s.url()).await;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(c.call("system:ping", json!({})).await["success"], true);
+    }
+    let kinds = events.lock().clone();
+    assert!(kinds.iter().any(|k| matches!(k, HealthEventKind::PongReceived { latency } if *latency < Duration::from_secs(5))), "{kinds:?}");
+    assert!(!kinds.contains(&HealthEventKind::PingTimeout), "{kinds:?}");
+}
+
+#[tokio::test]
 async fn the_ping_timeout_close_code_is_4100() {
-    let s = Server::start(recovering_server().health_check(Some(Duration::from_millis(50)), 2).build()).await;
+    let s = Server::start(
+        recovering_server()
+            .health_check(Some(Duration::from_millis(50)), 2)
+            .build(),
+    )
+    .await;
     let mut c = Raw::connect(&s.url()).await;
     // Not polling the socket means no pongs; then read what arrived.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -189,26 +256,52 @@ async fn refused_tokens_start_a_fresh_session() {
 
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let parts: Vec<&str> = good.split('.').collect();
-    let claims: Value = serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("claims");
+    let claims: Value =
+        serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("claims");
     let mut tampered_claims = claims.clone();
     tampered_claims["exp"] = json!(claims["exp"].as_u64().unwrap_or(0) + 3600);
-    let tampered = format!("{}.{}.{}", parts[0], b64.encode(tampered_claims.to_string()), parts[2]);
-    let alg_none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(tampered_claims.to_string()),
+        parts[2]
+    );
+    let alg_none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
     let mut expired_claims = claims.clone();
     expired_claims["exp"] = json!(claims["iat"].as_u64().unwrap_or(0) - 10);
     let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
-    let expired = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &expired_claims, &key).expect("sign");
+    let expired = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &expired_claims, &key)
+        .expect("sign");
     let other_key = jsonwebtoken::EncodingKey::from_secret(b"another-secret-another-secret-xx!");
-    let wrong_key = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &other_key).expect("sign");
+    let wrong_key =
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &other_key).expect("sign");
     let mut bad_sig = good.clone();
     bad_sig.pop();
     bad_sig.push(if good.ends_with('A') { 'B' } else { 'A' });
 
-    for (what, t) in [("tampered", tampered), ("alg none", alg_none), ("expired", expired), ("wrong key", wrong_key), ("bad signature", bad_sig), ("garbage", "x.y.z".into())] {
+    for (what, t) in [
+        ("tampered", tampered),
+        ("alg none", alg_none),
+        ("expired", expired),
+        ("wrong key", wrong_key),
+        ("bad signature", bad_sig),
+        ("garbage", "x.y.z".into()),
+    ] {
         let c = Raw::connect(&recover_url(&s, &t, None)).await;
         assert_eq!(c.welcome["recovered"], false, "{what}");
-        assert_eq!(c.welcome["reason"], "invalid or expired recovery token", "{what}");
-        assert_ne!(c.welcome["starlingId"], old_id.as_str(), "{what}: a fresh id");
+        assert_eq!(
+            c.welcome["reason"], "invalid or expired recovery token",
+            "{what}"
+        );
+        assert_ne!(
+            c.welcome["starlingId"],
+            old_id.as_str(),
+            "{what}: a fresh id"
+        );
     }
     // The real token still works afterwards: refused attempts did not consume the session.
     let c = reconnect(&s, &good, None).await;
@@ -217,7 +310,10 @@ async fn refused_tokens_start_a_fresh_session() {
     drop(c);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let c = reconnect(&s, &good, None).await;
-    assert_eq!(c.welcome["recovered"], true, "the new connection left a session of its own");
+    assert_eq!(
+        c.welcome["recovered"], true,
+        "the new connection left a session of its own"
+    );
 }
 
 #[tokio::test]
@@ -227,7 +323,10 @@ async fn a_session_held_by_a_live_connection_is_not_recovered() {
     let t = token(&mut a).await;
     let b = Raw::connect(&recover_url(&s, &t, None)).await;
     assert_eq!(b.welcome["recovered"], false);
-    assert_eq!(b.welcome["reason"], "the session is still held by a live connection");
+    assert_eq!(
+        b.welcome["reason"],
+        "the session is still held by a live connection"
+    );
     assert_ne!(b.welcome["starlingId"], a.welcome["starlingId"]);
     // The live connection keeps working: the old one wins.
     assert_eq!(a.call("system:ping", json!({})).await["success"], true);
@@ -237,13 +336,17 @@ async fn a_session_held_by_a_live_connection_is_not_recovered() {
 async fn a_gap_larger_than_the_history_is_reported() {
     let s = Server::start(recovering_server().build()).await;
     let mut c = Raw::connect(&s.url()).await;
-    c.call("helios:subscribe", json!({"topic": "small:1"})).await;
+    c.call("helios:subscribe", json!({"topic": "small:1"}))
+        .await;
     c.call("helios:identify", json!({"name": "phoenix"})).await;
     let t = token(&mut c).await;
     drop(c);
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..50 {
-        s.helios.broadcast("small:1", json!({ "i": i })).await.expect("broadcast");
+        s.helios
+            .broadcast("small:1", json!({ "i": i }))
+            .await
+            .expect("broadcast");
     }
     let mut c = reconnect(&s, &t, None).await;
     assert_eq!(c.welcome["missed"], true);
@@ -264,9 +367,19 @@ async fn a_gap_larger_than_the_history_is_reported() {
 async fn get_token_needs_recovery_and_a_long_secret() {
     let s = Server::start(Helios::builder().build()).await;
     let mut c = Raw::connect(&s.url()).await;
-    assert_eq!(c.call("starling:getToken", json!({})).await["error"]["code"], "METHOD_NOT_FOUND");
+    assert_eq!(
+        c.call("starling:getToken", json!({})).await["error"]["code"],
+        "METHOD_NOT_FOUND"
+    );
     let c2 = Raw::connect(&recover_url(&s, "whatever", None)).await;
-    assert_eq!(c2.welcome["reason"], "recovery is not enabled on this server");
-    assert!(RecoveryConfig::new("31-bytes-long-secret-xxxxxxxxxx", Duration::from_secs(1)).is_err());
-    assert!(RecoveryConfig::new("32-bytes-long-secret-xxxxxxxxxxx", Duration::from_secs(1)).is_ok());
+    assert_eq!(
+        c2.welcome["reason"],
+        "recovery is not enabled on this server"
+    );
+    assert!(
+        RecoveryConfig::new("31-bytes-long-secret-xxxxxxxxxx", Duration::from_secs(1)).is_err()
+    );
+    assert!(
+        RecoveryConfig::new("32-bytes-long-secret-xxxxxxxxxxx", Duration::from_secs(1)).is_ok()
+    );
 }
