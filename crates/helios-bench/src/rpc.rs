@@ -1,0 +1,374 @@
+//! `helios-bench rpc`: request/response throughput and latency.
+//!
+//! Closed loop (default): every connection keeps `depth` requests in flight
+//! and sends a new one as each answer arrives; latency is from the actual
+//! send. Open loop (`--rate`): requests leave on a fixed schedule whatever
+//! the server does, and latency is from the intended send time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_websockets::Message;
+
+use crate::client::{BoxError, Target, Ws, loopback_sources};
+use crate::proto::{Incoming, Method, Proto, echo_payload};
+use crate::stats::{CpuMeter, Latency, histogram, record};
+use crate::{Common, pacer};
+
+/// Options of `rpc`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RpcArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) connections: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) depth: usize,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) duration_secs: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) warmup_secs: f64,
+    /// Open loop: total requests per second on a fixed schedule.
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    /// Approximate size of the echo payload in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) payload_bytes: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct RpcReport {
+    mode: &'static str,
+    proto: Proto,
+    url: String,
+    connections: usize,
+    depth: Option<usize>,
+    rate: Option<f64>,
+    duration_secs: f64,
+    payload_bytes: usize,
+    /// Successful responses to requests sent inside the measured window.
+    requests: u64,
+    /// Failed responses (`success:false` / error acks) in the window.
+    errors: u64,
+    /// Requests of the window still unanswered when the run ended.
+    unanswered: u64,
+    /// Open loop: tickets the generator could not queue.
+    generator_dropped: u64,
+    throughput_rps: f64,
+    latency_us: Latency,
+    /// Open loop: how late requests left versus their schedule.
+    schedule_lag_us: Option<Latency>,
+    client_cpu_pct: Option<f64>,
+    server_cpu_pct: Option<f64>,
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    sent: u64,
+}
+
+struct Window {
+    start: Instant,
+    from_ns: u64,
+    until_ns: u64,
+}
+
+impl Window {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+    fn contains(&self, t: u64) -> bool {
+        (self.from_ns..self.until_ns).contains(&t)
+    }
+}
+
+/// How long to wait for the last answers after the window closes.
+const DRAIN: Duration = Duration::from_secs(3);
+
+pub(crate) async fn run(args: RpcArgs) -> Result<RpcReport, BoxError> {
+    let target = Target::new(&args.common.url, args.common.proto)?;
+    let sources = loopback_sources(args.common.source_addrs);
+    let mut conns = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        conns.push(target.connect(Some(sources[i % sources.len()])).await?);
+    }
+    let payload: Arc<str> = echo_payload(args.payload_bytes).into();
+    let win = Arc::new(Window {
+        start: Instant::now(),
+        from_ns: (args.warmup_secs * 1e9) as u64,
+        until_ns: ((args.warmup_secs + args.duration_secs) * 1e9) as u64,
+    });
+    // CPU is sampled over the measured window only.
+    let cpu_probe = {
+        let win = win.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_nanos(win.from_ns)).await;
+            let c = CpuMeter::start("self");
+            let s = args
+                .common
+                .server_pid
+                .map(|p| CpuMeter::start(p.to_string()));
+            tokio::time::sleep(Duration::from_nanos(win.until_ns - win.from_ns)).await;
+            (c.percent(), s.and_then(|s| s.percent()))
+        })
+    };
+
+    let mut hist = histogram();
+    let mut lag = histogram();
+    let mut tally = Tally::default();
+    let mut dropped = 0;
+    match args.rate {
+        None => {
+            let mut tasks = Vec::new();
+            for (i, ws) in conns.into_iter().enumerate() {
+                let (win, payload) = (win.clone(), payload.clone());
+                let (proto, depth) = (target.proto(), args.depth.max(1));
+                tasks.push(tokio::spawn(closed_loop(
+                    ws, i as u32, proto, depth, win, payload,
+                )));
+            }
+            for t in tasks {
+                let (h, t) = t.await?;
+                hist.add(&h)?;
+                tally.ok += t.ok;
+                tally.errors += t.errors;
+                tally.sent += t.sent;
+            }
+        }
+        Some(rate) => {
+            let mut sinks = Vec::new();
+            let mut tasks = Vec::new();
+            for (i, ws) in conns.into_iter().enumerate() {
+                let (tx, rx) = mpsc::channel(pacer::TICKET_QUEUE);
+                sinks.push(tx);
+                let (win, payload) = (win.clone(), payload.clone());
+                tasks.push(tokio::spawn(open_loop(
+                    ws,
+                    i as u32,
+                    target.proto(),
+                    rx,
+                    win,
+                    payload,
+                )));
+            }
+            let pacer = pacer::spawn(win.start, rate, win.until_ns, sinks);
+            for t in tasks {
+                let (h, l, t) = t.await?;
+                hist.add(&h)?;
+                lag.add(&l)?;
+                tally.ok += t.ok;
+                tally.errors += t.errors;
+                tally.sent += t.sent;
+            }
+            dropped = tokio::task::spawn_blocking(move || pacer.join().unwrap_or(0)).await?;
+        }
+    }
+    let (client_cpu_pct, server_cpu_pct) = cpu_probe.await?;
+    Ok(RpcReport {
+        mode: if args.rate.is_some() {
+            "rpc-open-loop"
+        } else {
+            "rpc-closed-loop"
+        },
+        proto: target.proto(),
+        url: args.common.url,
+        connections: args.connections,
+        depth: args.rate.is_none().then_some(args.depth),
+        rate: args.rate,
+        duration_secs: args.duration_secs,
+        payload_bytes: payload.len(),
+        requests: tally.ok,
+        errors: tally.errors,
+        unanswered: tally.sent.saturating_sub(tally.ok + tally.errors),
+        generator_dropped: dropped,
+        throughput_rps: (tally.ok as f64 / args.duration_secs).round(),
+        latency_us: Latency::of(&hist),
+        schedule_lag_us: args.rate.map(|_| Latency::of(&lag)),
+        client_cpu_pct,
+        server_cpu_pct,
+    })
+}
+
+/// Ids must be unique per connection: strictly increasing send times.
+fn next_id(last: &mut u64, now: u64) -> u64 {
+    *last = now.max(*last + 1);
+    *last
+}
+
+async fn closed_loop(
+    mut ws: Ws,
+    conn: u32,
+    proto: Proto,
+    depth: usize,
+    win: Arc<Window>,
+    payload: Arc<str>,
+) -> (Histogram<u64>, Tally) {
+    let mut hist = histogram();
+    let mut tally = Tally::default();
+    let mut buf = String::new();
+    let mut last = 0;
+    let mut outstanding = 0usize;
+    for _ in 0..depth {
+        let id = next_id(&mut last, win.now());
+        proto.request(&mut buf, Method::Echo, id, conn, &payload);
+        if ws.feed(Message::text(buf.clone())).await.is_err() {
+            return (hist, tally);
+        }
+        outstanding += 1;
+        if win.contains(id) {
+            tally.sent += 1;
+        }
+    }
+    if ws.flush().await.is_err() {
+        return (hist, tally);
+    }
+    let hard_end = win.start + Duration::from_nanos(win.until_ns) + DRAIN;
+    // Answers already buffered are handled before one flush, so a burst
+    // costs one write syscall, not one per request.
+    let mut unflushed = false;
+    while outstanding > 0 {
+        let ready = match ws.next().now_or_never() {
+            Some(ready) => ready,
+            None => {
+                if unflushed {
+                    if ws.flush().await.is_err() {
+                        break;
+                    }
+                    unflushed = false;
+                }
+                match tokio::time::timeout_at(hard_end.into(), ws.next()).await {
+                    Ok(ready) => ready,
+                    Err(_) => break,
+                }
+            }
+        };
+        let msg = match ready {
+            Some(Ok(msg)) => msg,
+            _ => break,
+        };
+        let Some(text) = msg.as_text() else { continue };
+        match proto.scan(text) {
+            Incoming::Response { id_ns, ok } => {
+                outstanding -= 1;
+                let now = win.now();
+                if win.contains(id_ns) {
+                    if ok {
+                        tally.ok += 1;
+                        record(&mut hist, now.saturating_sub(id_ns));
+                    } else {
+                        tally.errors += 1;
+                    }
+                }
+                if now < win.until_ns {
+                    let id = next_id(&mut last, now);
+                    proto.request(&mut buf, Method::Echo, id, conn, &payload);
+                    if ws.feed(Message::text(buf.clone())).await.is_err() {
+                        break;
+                    }
+                    unflushed = true;
+                    outstanding += 1;
+                    if win.contains(id) {
+                        tally.sent += 1;
+                    }
+                }
+            }
+            Incoming::Ping => {
+                let _ = ws.send(Message::text("3".to_owned())).await;
+            }
+            _ => {}
+        }
+    }
+    let _ = ws.close().await;
+    (hist, tally)
+}
+
+async fn open_loop(
+    ws: Ws,
+    conn: u32,
+    proto: Proto,
+    mut tickets: mpsc::Receiver<u64>,
+    win: Arc<Window>,
+    payload: Arc<str>,
+) -> (Histogram<u64>, Histogram<u64>, Tally) {
+    let (mut sink, mut stream) = ws.split();
+    let sent = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (sent, done, win) = (sent.clone(), done.clone(), win.clone());
+        tokio::spawn(async move {
+            let mut lag = histogram();
+            let mut buf = String::new();
+            let mut batch = Vec::with_capacity(64);
+            let mut last = 0;
+            while tickets.recv_many(&mut batch, 64).await > 0 {
+                let now = win.now();
+                for due in batch.drain(..) {
+                    if win.contains(due) {
+                        record(&mut lag, now.saturating_sub(due));
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let id = next_id(&mut last, due);
+                    proto.request(&mut buf, Method::Echo, id, conn, &payload);
+                    if sink.feed(Message::text(buf.clone())).await.is_err() {
+                        done.store(true, Ordering::Release);
+                        return (lag, sink);
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    break;
+                }
+            }
+            done.store(true, Ordering::Release);
+            (lag, sink)
+        })
+    };
+    let mut hist = histogram();
+    let mut tally = Tally::default();
+    let hard_end = win.start + Duration::from_nanos(win.until_ns) + DRAIN;
+    loop {
+        if done.load(Ordering::Acquire) && tally.ok + tally.errors >= sent.load(Ordering::Relaxed) {
+            break;
+        }
+        // Wake up now and then to notice the writer finishing.
+        let wait = tokio::time::timeout(Duration::from_millis(50), stream.next());
+        let msg = match tokio::time::timeout_at(hard_end.into(), wait).await {
+            Err(_) => break,
+            Ok(Err(_)) => continue,
+            Ok(Ok(Some(Ok(msg)))) => msg,
+            Ok(Ok(_)) => break,
+        };
+        let Some(text) = msg.as_text() else { continue };
+        if let Incoming::Response { id_ns, ok } = proto.scan(text) {
+            if win.contains(id_ns) {
+                if ok {
+                    tally.ok += 1;
+                    record(&mut hist, win.now().saturating_sub(id_ns));
+                } else {
+                    tally.errors += 1;
+                }
+            }
+        }
+    }
+    tally.sent = sent.load(Ordering::Relaxed);
+    let lag = match writer.await {
+        Ok((lag, sink)) => {
+            if let Ok(mut ws) = stream.reunite(sink) {
+                let _ = ws.close().await;
+            }
+            lag
+        }
+        Err(_) => histogram(),
+    };
+    (hist, lag, tally)
+}
