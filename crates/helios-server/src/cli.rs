@@ -2,6 +2,7 @@
 //! (a flag wins over the environment).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -16,16 +17,28 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a server node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Validate a TOML configuration file and print the settings it gives.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ParseModeArg {
     Strict,
     Permissive,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
     Text,
     Json,
@@ -63,4 +76,84 @@ pub(crate) struct ServeArgs {
     /// Seconds a shutdown waits for in-flight requests.
     #[arg(long, env = "HELIOS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub(crate) shutdown_grace_secs: u64,
+
+    /// TOML configuration file; flags and `HELIOS_*` variables override it
+    /// (see docs/configuration.md).
+    #[arg(long, env = "HELIOS_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Do not serve the web console at /console.
+    #[arg(long, env = "HELIOS_NO_CONSOLE")]
+    pub(crate) no_console: bool,
+
+    /// TLS certificate chain (PEM); with --tls-key the server speaks wss://.
+    #[arg(long, env = "HELIOS_TLS_CERT")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "HELIOS_TLS_KEY")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// Shared secret of HS256 connection tokens (JWT).
+    #[arg(long, env = "HELIOS_AUTH_JWT_SECRET", hide_env_values = true)]
+    pub(crate) auth_jwt_secret: Option<String>,
+
+    /// PEM public key of RS256/ES256 connection tokens.
+    #[arg(long, env = "HELIOS_AUTH_JWT_PUBLIC_KEY")]
+    pub(crate) auth_jwt_public_key: Option<PathBuf>,
+
+    /// Token algorithm (HS256 with a secret; RS256 or ES256 with a public key).
+    #[arg(long, env = "HELIOS_AUTH_JWT_ALGORITHM")]
+    pub(crate) auth_jwt_algorithm: Option<String>,
+
+    /// Claim listing the room patterns a user may use (default `rooms`;
+    /// `channels` is read too).
+    #[arg(long, env = "HELIOS_AUTH_ROOMS_CLAIM")]
+    pub(crate) auth_rooms_claim: Option<String>,
+
+    /// Let connections without a token in (as anonymous) when auth is on.
+    #[arg(long, env = "HELIOS_AUTH_OPTIONAL")]
+    pub(crate) auth_optional: bool,
+
+    /// HTTP backend that answers the methods this server does not know.
+    #[arg(long, env = "HELIOS_BACKEND")]
+    pub(crate) backend: Option<String>,
+
+    /// Backend call timeout in milliseconds (default 3000).
+    #[arg(long, env = "HELIOS_BACKEND_TIMEOUT_MS")]
+    pub(crate) backend_timeout_ms: Option<u64>,
+
+    /// URL (or path on --backend) asked to allow each new connection.
+    #[arg(long, env = "HELIOS_BACKEND_CONNECT_HOOK")]
+    pub(crate) backend_connect_hook: Option<String>,
+
+    /// URL (or path on --backend) asked to allow each subscription.
+    #[arg(long, env = "HELIOS_BACKEND_SUBSCRIBE_HOOK")]
+    pub(crate) backend_subscribe_hook: Option<String>,
+
+    /// Origins allowed to open a WebSocket (comma-separated; same-origin is
+    /// always allowed); others get HTTP 403. Default: any.
+    #[arg(long, env = "HELIOS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub(crate) allowed_origins: Option<Vec<String>>,
+
+    /// Cap on TCP connections open at once.
+    #[arg(long, env = "HELIOS_MAX_CONNECTIONS")]
+    pub(crate) max_connections: Option<usize>,
+
+    /// Cap on TCP connections open at once from one IP address.
+    #[arg(long, env = "HELIOS_MAX_CONNECTIONS_PER_IP")]
+    pub(crate) max_connections_per_ip: Option<usize>,
+
+    /// Messages per second a connection may send (token bucket); over it a
+    /// request is answered RATE_LIMITED.
+    #[arg(long, env = "HELIOS_RATE_LIMIT")]
+    pub(crate) rate_limit: Option<u32>,
+
+    /// Burst size of the rate limit (default: the rate).
+    #[arg(long, env = "HELIOS_RATE_BURST")]
+    pub(crate) rate_burst: Option<u32>,
+
+    /// Milliseconds a client has for the TLS + HTTP handshake (default 10000).
+    #[arg(long, env = "HELIOS_HANDSHAKE_TIMEOUT_MS")]
+    pub(crate) handshake_timeout_ms: Option<u64>,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -20,8 +20,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_websockets::{Config as WsConfig, Limits, ServerBuilder};
 
+use crate::auth::{Auth, AuthRejection, HandshakeRequest};
 use crate::connection::Connection;
 use crate::helios::Helios;
+use crate::listener::ConnectionPermit;
+use crate::metrics::Rejection;
 use crate::session::RecoverRequest;
 use crate::socket::{drive, new_connection_id};
 
@@ -135,15 +138,38 @@ async fn upgrade(State(helios): State<Helios>, mut req: Request<Body>) -> Respon
     if helios.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down").into_response();
     }
+    let auth = match helios.auth_hook() {
+        Some(hook) => {
+            let remote = req
+                .extensions()
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0);
+            let hs_req = HandshakeRequest::new(req.uri().clone(), req.headers().clone(), remote);
+            match hook(hs_req).await {
+                Ok(auth) => auth,
+                Err(e) => {
+                    helios.metrics().rejected(match e {
+                        AuthRejection::Unauthorized(_) => Rejection::Unauthorized,
+                        _ => Rejection::Forbidden,
+                    });
+                    return e.into_response();
+                }
+            }
+        }
+        None => None,
+    };
+    // The connection's slot under the listener's caps lives as long as the socket.
+    let permit = req.extensions_mut().remove::<ConnectionPermit>();
     let encoding = hs.encoding;
     let recover = Query::<HashMap<String, String>>::try_from_uri(req.uri())
         .ok()
         .and_then(|Query(q)| RecoverRequest::from_query(&q));
     let task_helios = helios.clone();
     helios.tracker().spawn(async move {
+        let _permit = permit;
         match on_upgrade.await {
             Ok(upgraded) => {
-                accept_socket(task_helios, TokioIo::new(upgraded), encoding, recover).await
+                accept_socket(task_helios, TokioIo::new(upgraded), encoding, recover, auth).await
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
@@ -176,6 +202,7 @@ pub(crate) async fn accept_socket<S>(
     io: S,
     encoding: Encoding,
     recover: Option<RecoverRequest>,
+    auth: Option<Auth>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -190,7 +217,17 @@ pub(crate) async fn accept_socket<S>(
         _ => new_connection_id(),
     };
     let conn = Connection::new(id, encoding, tx, &helios);
+    if let Some(auth) = auth {
+        conn.set_auth(auth);
+        crate::auth::close_at_expiry(conn.clone());
+    }
+    let metrics_helios = helios.clone();
+    let ended = conn.clone();
+    metrics_helios.metrics().connection_opened();
     drive(helios, ws, conn, rx, recovery).await;
+    metrics_helios
+        .metrics()
+        .connection_closed(ended.close_code());
 }
 
 async fn healthz(State(helios): State<Helios>) -> Response {

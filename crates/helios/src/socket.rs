@@ -30,6 +30,8 @@ use crate::context::{Context, Meta};
 use crate::handler::Reply;
 use crate::health::{HealthEvent, HealthEventKind, ping_payload, pong_latency};
 use crate::helios::Helios;
+use crate::metrics::MessageKind;
+use crate::ratelimit::{TokenBucket, Verdict};
 use crate::session::{NotRecovered, RecoverRequest, Recovered};
 
 /// What a finished handler task hands back to the reader.
@@ -45,6 +47,7 @@ struct Reader {
     inflight: JoinSet<Done>,
     aborts: HashMap<RequestId, AbortHandle>,
     invalid_window: (Instant, u32),
+    rate: Option<TokenBucket>,
 }
 
 /// Runs a connection to its end.
@@ -59,14 +62,23 @@ pub(crate) async fn drive<S>(
 {
     let (sink, stream) = ws.split();
     let frame_type = conn.encoding().frame_type();
-    let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), frame_type, helios.clone()));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        conn.clone(),
+        frame_type,
+        helios.clone(),
+    ));
 
     helios.registry().insert(conn.clone());
-    let mut welcome = json!({ "starlingId": conn.id(), "recovered": false, "serverTime": now_ms() });
+    let mut welcome =
+        json!({ "starlingId": conn.id(), "recovered": false, "serverTime": now_ms() });
     let mut replay = None;
     match recovery {
         Some((Ok(recovered), req)) => {
-            let (missed, messages, last) = helios.restore_session(&conn, recovered.snapshot, &req.since).await;
+            let (missed, messages, last) = helios
+                .restore_session(&conn, recovered.snapshot, &req.since)
+                .await;
             welcome["recovered"] = json!(true);
             welcome["missed"] = json!(!missed.is_empty());
             welcome["missedRooms"] = json!(missed);
@@ -95,6 +107,7 @@ pub(crate) async fn drive<S>(
         inflight: JoinSet::new(),
         aborts: HashMap::new(),
         invalid_window: (Instant::now(), 0),
+        rate: helios.config().rate_limit.map(TokenBucket::new),
     };
     reader.run(stream).await;
 
@@ -198,11 +211,53 @@ impl Reader {
             return;
         }
         let payload = msg.into_payload();
-        match encoding.decode(&payload, self.helios.config().parse_mode) {
+        let decoded = encoding.decode(&payload, self.helios.config().parse_mode);
+        self.helios.metrics().message_in(match &decoded {
+            Ok(Message::Request(_)) => MessageKind::Request,
+            Ok(Message::Response(_)) => MessageKind::Response,
+            Ok(Message::Notification(_)) => MessageKind::Notification,
+            Err(_) => MessageKind::Invalid,
+        });
+        if !matches!(decoded, Ok(Message::Response(_))) && !self.within_rate(&decoded).await {
+            return;
+        }
+        match decoded {
             Ok(Message::Request(req)) => self.on_request(req).await,
             Ok(Message::Response(resp)) => self.on_response(resp).await,
             Ok(Message::Notification(n)) => self.on_notification(n).await,
             Err(e) => self.on_decode_error(e).await,
+        }
+    }
+
+    /// The rate limit: `false` when the message is refused (answered
+    /// `RATE_LIMITED`) or the connection is being closed for abuse (4029).
+    async fn within_rate(&mut self, decoded: &Result<Message, DecodeError>) -> bool {
+        let Some(bucket) = self.rate.as_mut() else {
+            return true;
+        };
+        match bucket.check() {
+            Verdict::Allow => true,
+            Verdict::Refuse => {
+                self.helios.metrics().rate_limited();
+                let body = ErrorBody::new(
+                    ErrorCode::RATE_LIMITED,
+                    "message rate limit exceeded; slow down",
+                );
+                match decoded {
+                    Ok(Message::Request(req)) => {
+                        let resp = Response::err(req.id.clone(), body);
+                        let _ = self.conn.send_message(&resp.into()).await;
+                    }
+                    _ => self.conn.notify_error(&body, None).await,
+                }
+                false
+            }
+            Verdict::Close => {
+                self.helios.metrics().rate_limited();
+                tracing::info!(conn = %self.conn.id(), "rate limit exceeded repeatedly, closing");
+                self.conn.close(CloseCode::RateLimited);
+                false
+            }
         }
     }
 
@@ -305,7 +360,9 @@ impl Reader {
         call: futures_util::future::BoxFuture<'static, Reply>,
     ) {
         let task_id = id.clone();
+        let helios = self.helios.clone();
         let handle = self.inflight.spawn(async move {
+            let started = Instant::now();
             let run = AssertUnwindSafe(call).catch_unwind();
             let reply = match tokio::time::timeout(timeout, run).await {
                 Ok(Ok(reply)) => reply,
@@ -318,6 +375,7 @@ impl Reader {
                     format!("method did not finish within {} ms", timeout.as_millis()),
                 )),
             };
+            helios.metrics().observe_latency(started.elapsed());
             Done::Reply(task_id, reply)
         });
         self.aborts.insert(id, handle);
