@@ -85,7 +85,7 @@ else
 fi
 
 # --- npm --------------------------------------------------------------------
-for dir in clients/js bench; do
+for dir in clients/js bench crates/helios-server/tests/console; do
     if [ ! -f "$ROOT/$dir/package-lock.json" ]; then
         log "npm: $dir has no package-lock.json, skipping"
         continue

@@ -65,5 +65,6 @@ step autobahn bash scripts/autobahn.sh
 if [ -f clients/js/package.json ]; then
     step js bash -c 'cd clients/js && npm test'
 fi
+step console bash -c 'cd crates/helios-server/tests/console && npm test'
 
 summary
