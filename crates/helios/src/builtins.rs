@@ -100,15 +100,24 @@ async fn identify(ctx: Context<IdentifyArgs>) -> Result<Value, MethodError> {
 
 async fn get_token(ctx: Context<Value>) -> Result<Value, MethodError> {
     let Some(recovery) = ctx.meta.helios.config().recovery.as_ref() else {
-        return Err(MethodError::new(ErrorCode::METHOD_NOT_FOUND, "recovery is not enabled"));
+        return Err(MethodError::new(
+            ErrorCode::METHOD_NOT_FOUND,
+            "recovery is not enabled",
+        ));
     };
-    let token = recovery.issue(ctx.meta.connection.id()).map_err(MethodError::internal)?;
+    let token = recovery
+        .issue(ctx.meta.connection.id())
+        .map_err(MethodError::internal)?;
     Ok(json!({ "token": token, "expiresIn": recovery.ttl.as_secs() }))
 }
 
 pub(crate) fn register(routes: &mut RouteTable, recovery: bool) {
     if recovery {
-        if let Err(e) = routes.add_builtin("starling:getToken", erase_method(get_token), MethodOptions::new()) {
+        if let Err(e) = routes.add_builtin(
+            "starling:getToken",
+            erase_method(get_token),
+            MethodOptions::new(),
+        ) {
             tracing::error!("built-in starling:getToken not registered: {e}");
         }
     }
@@ -165,7 +174,11 @@ async fn refresh(ctx: Context<RefreshArgs>) -> Result<Value, MethodError> {
 }
 
 pub(crate) fn register_refresh(routes: &mut RouteTable) {
-    if let Err(e) = routes.add_builtin("helios:refresh", erase_method(refresh), MethodOptions::new()) {
+    if let Err(e) = routes.add_builtin(
+        "helios:refresh",
+        erase_method(refresh),
+        MethodOptions::new(),
+    ) {
         tracing::error!("built-in helios:refresh not registered: {e}");
     }
 }

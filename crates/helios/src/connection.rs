@@ -88,6 +88,8 @@ struct Inner {
     /// Server→client requests given up recently, whose late answers are
     /// accepted quietly.
     abandoned: Mutex<VecDeque<RequestId>>,
+    /// Reliable notifications waiting for their `helios:ack`.
+    acks: Mutex<HashMap<String, oneshot::Sender<()>>>,
 }
 
 const ABANDONED_KEPT: usize = 32;
@@ -130,6 +132,7 @@ impl Connection {
                 recovery_buffer: Mutex::new(None),
                 pings_outstanding: AtomicU32::new(0),
                 abandoned: Mutex::new(VecDeque::new()),
+                acks: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -476,35 +479,79 @@ impl Connection {
     /// Sends a request and waits for the whole response (relay needs the
     /// response as is).
     pub(crate) async fn send_request(&self, req: Request, timeout: Duration) -> Response {
+        self.send_request_retrying(req, timeout, None).await
+    }
+
+    /// Sends a request, resending the same bytes per `retry` until the
+    /// answer comes or `timeout` passes.
+    pub(crate) async fn send_request_retrying(
+        &self,
+        req: Request,
+        timeout: Duration,
+        retry: Option<crate::reliable::Retry>,
+    ) -> Response {
         let id = req.id.clone();
-        let (tx, rx) = oneshot::channel();
+        let Some(frame) = self.encode(&Message::Request(req)) else {
+            return Response::error(id, ErrorCode::METHOD_ERROR, "cannot encode the request");
+        };
+        let (tx, mut rx) = oneshot::channel();
         self.inner.pending.lock().insert(id.clone(), tx);
-        let guard = PendingGuard {
+        let mut guard = PendingGuard {
             conn: self,
             id: Some(id.clone()),
         };
-        if self.send_message(&Message::Request(req)).await.is_err() {
+        if self.send_frame(frame.clone()).await.is_err() {
             return closed_response(id);
         }
-        let outcome = tokio::time::timeout(timeout, rx).await;
-        let mut guard = guard;
-        match outcome {
-            Ok(Ok(resp)) => {
-                guard.id = None;
-                resp
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempt = 0;
+        loop {
+            let resend_at = match retry {
+                Some(r) if attempt + 1 < r.max_attempts => {
+                    (tokio::time::Instant::now() + r.delay(attempt)).min(deadline)
+                }
+                _ => deadline,
+            };
+            match tokio::time::timeout_at(resend_at, &mut rx).await {
+                Ok(Ok(resp)) => {
+                    guard.id = None;
+                    return resp;
+                }
+                Ok(Err(_)) => {
+                    guard.id = None;
+                    return closed_response(id);
+                }
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    drop(guard); // sends the cancel
+                    return Response::error(
+                        id,
+                        ErrorCode::REQUEST_TIMEOUT,
+                        format!("no response within {} ms", timeout.as_millis()),
+                    );
+                }
+                Err(_) => {
+                    attempt += 1;
+                    if self.send_frame(frame.clone()).await.is_err() {
+                        guard.id = None;
+                        return closed_response(id);
+                    }
+                }
             }
-            Ok(Err(_)) => {
-                guard.id = None;
-                closed_response(id)
-            }
-            Err(_) => {
-                drop(guard); // sends the cancel
-                Response::error(
-                    id,
-                    ErrorCode::REQUEST_TIMEOUT,
-                    format!("no response within {} ms", timeout.as_millis()),
-                )
-            }
+        }
+    }
+
+    pub(crate) fn expect_ack(&self, ack_id: String, tx: oneshot::Sender<()>) {
+        self.inner.acks.lock().insert(ack_id, tx);
+    }
+
+    pub(crate) fn forget_ack(&self, ack_id: &str) {
+        self.inner.acks.lock().remove(ack_id);
+    }
+
+    /// The client acknowledged a reliable notification.
+    pub(crate) fn acked(&self, ack_id: &str) {
+        if let Some(tx) = self.inner.acks.lock().remove(ack_id) {
+            let _ = tx.send(());
         }
     }
 
@@ -545,6 +592,7 @@ impl Connection {
     /// Fails every server→client request still waiting (the connection ended).
     pub(crate) fn fail_pending(&self) {
         self.inner.pending.lock().clear();
+        self.inner.acks.lock().clear();
     }
 }
 

@@ -42,5 +42,7 @@ pub(crate) fn ping_payload() -> bytes::Bytes {
 /// The latency a pong's payload tells, when it is one of our pings.
 pub(crate) fn pong_latency(payload: &[u8]) -> Option<Duration> {
     let sent = u64::from_be_bytes(payload.try_into().ok()?);
-    Some(Duration::from_millis(helios_protocol::now_ms().saturating_sub(sent)))
+    Some(Duration::from_millis(
+        helios_protocol::now_ms().saturating_sub(sent),
+    ))
 }

@@ -43,6 +43,7 @@ mod names;
 mod ratelimit;
 mod registry;
 mod relay;
+mod reliable;
 mod rooms;
 mod router;
 mod server;
@@ -60,23 +61,25 @@ pub use connection::{CANCEL_TOPIC, Connection, ERROR_TOPIC, SendError, WELCOME_T
 pub use context::Context;
 pub use error::{MethodError, RegisterError};
 pub use glob::Pattern;
-pub use health::{HealthEvent, HealthEventKind};
 pub use handler::{EventHandler, IntoEventOutcome, IntoReply, MethodHandler, Reply};
+pub use health::{HealthEvent, HealthEventKind};
 pub use helios::{Builder, Helios, Namespace};
 pub use listener::ServeOptions;
 pub use metrics::{MessageKind, Metrics, Rejection};
 pub use middleware::{Middleware, Next};
-pub use ratelimit::RateLimit;
 pub use names::MAX_NAME_LEN;
+pub use ratelimit::RateLimit;
 pub use relay::{RelayDecision, RelayRequest};
+pub use reliable::{ACK_TOPIC, Retry};
 pub use rooms::{
     Access, MAX_TOPIC_LEN, RoomAction, RoomEvent, RoomEventKind, RoomRequest, RoomRule,
 };
 pub use router::MethodOptions;
-pub use session::{
-    MIN_SECRET_LEN, MemorySessionStore, RecoveryConfig, SecretTooShort, SessionSnapshot, SessionStore,
-};
 pub use server::{UpgradeRejection, accept_key, websocket_builder};
+pub use session::{
+    MIN_SECRET_LEN, MemorySessionStore, RecoveryConfig, SecretTooShort, SessionSnapshot,
+    SessionStore,
+};
 pub use tls::{TlsConfig, TlsError};
 
 /// The wire protocol crate, re-exported.

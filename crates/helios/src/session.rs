@@ -42,7 +42,9 @@ pub struct RecoveryConfig {
 
 impl std::fmt::Debug for RecoveryConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecoveryConfig").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("RecoveryConfig")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,9 +130,16 @@ pub struct SessionSnapshot {
 /// recover on another node.
 pub trait SessionStore: Send + Sync + 'static {
     /// Keeps a snapshot for `ttl`.
-    fn save(&self, snapshot: SessionSnapshot, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>>;
+    fn save(
+        &self,
+        snapshot: SessionSnapshot,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// Takes a snapshot out (at most one taker gets it).
-    fn take<'a>(&'a self, starling_id: &'a str) -> BoxFuture<'a, Result<Option<SessionSnapshot>, BrokerError>>;
+    fn take<'a>(
+        &'a self,
+        starling_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SessionSnapshot>, BrokerError>>;
 }
 
 /// Snapshots in this process's memory, dropped after their TTL.
@@ -147,7 +156,11 @@ impl MemorySessionStore {
 }
 
 impl SessionStore for MemorySessionStore {
-    fn save(&self, snapshot: SessionSnapshot, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>> {
+    fn save(
+        &self,
+        snapshot: SessionSnapshot,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
         let mut sessions = self.sessions.lock();
         let now = Instant::now();
         sessions.retain(|_, (until, _)| *until > now);
@@ -155,7 +168,10 @@ impl SessionStore for MemorySessionStore {
         Box::pin(async { Ok(()) })
     }
 
-    fn take<'a>(&'a self, starling_id: &'a str) -> BoxFuture<'a, Result<Option<SessionSnapshot>, BrokerError>> {
+    fn take<'a>(
+        &'a self,
+        starling_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SessionSnapshot>, BrokerError>> {
         let taken = self
             .sessions
             .lock()
@@ -217,8 +233,15 @@ pub(crate) struct Recovered {
 
 impl crate::helios::Helios {
     /// Checks the token and takes the session snapshot out of the store.
-    pub(crate) async fn take_session(&self, req: &RecoverRequest) -> Result<Recovered, NotRecovered> {
-        let recovery = self.config().recovery.as_ref().ok_or(NotRecovered::Disabled)?;
+    pub(crate) async fn take_session(
+        &self,
+        req: &RecoverRequest,
+    ) -> Result<Recovered, NotRecovered> {
+        let recovery = self
+            .config()
+            .recovery
+            .as_ref()
+            .ok_or(NotRecovered::Disabled)?;
         let claims = recovery.verify(&req.token).map_err(|e| {
             tracing::debug!(error = %e, "recovery token refused");
             NotRecovered::InvalidToken
@@ -275,7 +298,11 @@ impl crate::helios::Helios {
         conn: &crate::connection::Connection,
         snapshot: SessionSnapshot,
         since: &HashMap<String, StreamPosition>,
-    ) -> (Vec<String>, Vec<helios_protocol::Message>, HashMap<String, u64>) {
+    ) -> (
+        Vec<String>,
+        Vec<helios_protocol::Message>,
+        HashMap<String, u64>,
+    ) {
         for (k, v) in snapshot.data {
             conn.set(k, v);
         }
@@ -286,7 +313,10 @@ impl crate::helios::Helios {
             conn.set_token(token);
         }
         if let Some(name) = snapshot.name {
-            if matches!(self.names().claim(&name, &conn.id_arc(), None), crate::names::Claim::Claimed) {
+            if matches!(
+                self.names().claim(&name, &conn.id_arc(), None),
+                crate::names::Claim::Claimed
+            ) {
                 conn.set_name(Some(Arc::from(name.as_str())));
             }
         }
@@ -307,7 +337,9 @@ impl crate::helios::Helios {
                     }
                     let mut top = h.position.offset;
                     for p in &h.publications {
-                        replay.push(helios_protocol::Message::Notification(crate::rooms::delivery(&topic, p)));
+                        replay.push(helios_protocol::Message::Notification(
+                            crate::rooms::delivery(&topic, p),
+                        ));
                         top = top.max(p.offset);
                     }
                     last.insert(topic, top);

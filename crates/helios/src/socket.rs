@@ -32,6 +32,7 @@ use crate::health::{HealthEvent, HealthEventKind, ping_payload, pong_latency};
 use crate::helios::Helios;
 use crate::metrics::MessageKind;
 use crate::ratelimit::{TokenBucket, Verdict};
+use crate::reliable::{ACK_TOPIC, SeenIds, ack_for};
 use crate::session::{NotRecovered, RecoverRequest, Recovered};
 
 /// What a finished handler task hands back to the reader.
@@ -48,6 +49,8 @@ struct Reader {
     aborts: HashMap<RequestId, AbortHandle>,
     invalid_window: (Instant, u32),
     rate: Option<TokenBucket>,
+    /// `ackId`s of reliable notifications already handled.
+    seen_acks: SeenIds,
 }
 
 /// Runs a connection to its end.
@@ -108,6 +111,7 @@ pub(crate) async fn drive<S>(
         aborts: HashMap::new(),
         invalid_window: (Instant::now(), 0),
         rate: helios.config().rate_limit.map(TokenBucket::new),
+        seen_acks: SeenIds::new(1024),
     };
     reader.run(stream).await;
 
@@ -418,7 +422,20 @@ impl Reader {
     }
 
     async fn on_notification(&mut self, n: Notification) {
-        let topic = n.topic.unwrap_or_default();
+        let topic = n.topic.clone().unwrap_or_default();
+        if topic == ACK_TOPIC {
+            if let Some(id) = n.data.get("ackId").and_then(Value::as_str) {
+                self.conn.acked(id);
+            }
+            return;
+        }
+        if let Some(ack_id) = &n.ack_id {
+            // Reliable: acknowledge every copy, handle only the first.
+            let _ = self.conn.send_message(&ack_for(ack_id).into()).await;
+            if !self.seen_acks.first_time(ack_id) {
+                return;
+            }
+        }
         if topic == CANCEL_TOPIC {
             let Some(id) = n.data.get("requestId").and_then(Value::as_str) else {
                 let body = ErrorBody::new(
