@@ -131,8 +131,10 @@ pub(crate) fn register(routes: &mut RouteTable, recovery: bool) {
         ("helios:identify", erase_method(identify)),
     ];
     for (name, handler) in builtins {
+        // Built-ins are short and their order matters (subscribe before
+        // publish, publications in order): they run in line.
         // Built-in names are fixed and registered first: a clash is our bug.
-        if let Err(e) = routes.add_builtin(name, handler, MethodOptions::new()) {
+        if let Err(e) = routes.add_builtin(name, handler, MethodOptions::new().ordered()) {
             tracing::error!("built-in {name} not registered: {e}");
         }
     }

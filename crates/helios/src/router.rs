@@ -22,6 +22,7 @@ use crate::middleware::{Middleware, Next};
 #[derive(Debug, Clone, Default)]
 pub struct MethodOptions {
     pub(crate) timeout: Option<Duration>,
+    pub(crate) ordered: bool,
 }
 
 impl MethodOptions {
@@ -36,12 +37,22 @@ impl MethodOptions {
         self.timeout = Some(timeout);
         self
     }
+
+    /// Runs the calls of one connection to this method one at a time, in
+    /// the order they arrived (the connection reads nothing else meanwhile).
+    /// For short handlers whose order matters, like `helios:publish`.
+    #[must_use]
+    pub fn ordered(mut self) -> Self {
+        self.ordered = true;
+        self
+    }
 }
 
 pub(crate) struct Route {
     handler: ErasedMethod,
     chain: Arc<[Arc<dyn Middleware>]>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) inline: bool,
 }
 
 impl Route {
@@ -92,6 +103,7 @@ impl RouteTable {
             handler,
             chain: Arc::from(Vec::new()),
             timeout: opts.timeout,
+            inline: opts.ordered,
         };
         self.methods.insert(name.to_owned(), route);
         Ok(())

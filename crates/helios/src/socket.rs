@@ -321,10 +321,10 @@ impl Reader {
             return;
         }
         let router = self.helios.routes();
-        let (next, route_timeout) = match router.method(&req.method) {
-            Some(route) => (route.next(), route.timeout),
+        let (next, route_timeout, inline) = match router.method(&req.method) {
+            Some(route) => (route.next(), route.timeout, route.inline),
             None => match router.fallback(&req.method) {
-                Some(next) => (next, None),
+                Some(next) => (next, None, false),
                 None => {
                     let resp = Response::error(
                         req.id,
@@ -352,6 +352,17 @@ impl Reader {
                 timestamp: req.timestamp,
             },
         };
+        if inline {
+            // Ordered methods (publish, subscribe, ...) run here, one at a
+            // time, so a connection's publications keep their order.
+            let reply = run_bounded(Box::pin(next.run(ctx)), timeout, &self.helios).await;
+            let resp = match reply {
+                Ok(data) => Response::ok(id, data),
+                Err(e) => Response::err(id, e.into_body()),
+            };
+            let _ = self.conn.send_message(&resp.into()).await;
+            return;
+        }
         self.spawn_call(id, timeout, Box::pin(next.run(ctx)));
     }
 
@@ -365,23 +376,9 @@ impl Reader {
     ) {
         let task_id = id.clone();
         let helios = self.helios.clone();
-        let handle = self.inflight.spawn(async move {
-            let started = Instant::now();
-            let run = AssertUnwindSafe(call).catch_unwind();
-            let reply = match tokio::time::timeout(timeout, run).await {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(panic)) => Err(crate::error::MethodError::internal(format!(
-                    "handler panicked: {}",
-                    panic_message(&panic)
-                ))),
-                Err(_) => Err(crate::error::MethodError::new(
-                    ErrorCode::REQUEST_TIMEOUT,
-                    format!("method did not finish within {} ms", timeout.as_millis()),
-                )),
-            };
-            helios.metrics().observe_latency(started.elapsed());
-            Done::Reply(task_id, reply)
-        });
+        let handle = self
+            .inflight
+            .spawn(async move { Done::Reply(task_id, run_bounded(call, timeout, &helios).await) });
         self.aborts.insert(id, handle);
     }
 
@@ -497,6 +494,29 @@ impl Reader {
             });
         }
     }
+}
+
+/// Runs a handler chain within its timeout; a panic becomes `METHOD_ERROR`.
+async fn run_bounded(
+    call: futures_util::future::BoxFuture<'static, Reply>,
+    timeout: Duration,
+    helios: &Helios,
+) -> Reply {
+    let started = Instant::now();
+    let run = AssertUnwindSafe(call).catch_unwind();
+    let reply = match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(panic)) => Err(crate::error::MethodError::internal(format!(
+            "handler panicked: {}",
+            panic_message(&panic)
+        ))),
+        Err(_) => Err(crate::error::MethodError::new(
+            ErrorCode::REQUEST_TIMEOUT,
+            format!("method did not finish within {} ms", timeout.as_millis()),
+        )),
+    };
+    helios.metrics().observe_latency(started.elapsed());
+    reply
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

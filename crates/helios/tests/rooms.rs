@@ -160,7 +160,11 @@ async fn a_hundred_publications_arrive_complete_and_in_order() {
             .expect("delivery");
         assert_eq!(n.offset, Some(off), "both subscribers see the same offsets");
         assert_eq!(d["notification"]["data"], n.data);
-        let _ = i;
+        assert_eq!(
+            d["notification"]["data"],
+            json!(i),
+            "pipelined publications keep their order"
+        );
     }
     // Order per publisher: a sequential publisher's messages come in its order.
     for i in 0..100 {
