@@ -163,7 +163,9 @@ impl Encoding {
             .get("requestId")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let expected: [(&str, &str, fn(&Value) -> bool); 10] = [
+        // (field, what it must be, the check)
+        type FieldRule<'a> = (&'a str, &'a str, fn(&Value) -> bool);
+        let expected: [FieldRule<'_>; 10] = [
             ("protocol", "a string", Value::is_string),
             ("version", "a string", Value::is_string),
             ("timestamp", "a non-negative integer", Value::is_u64),

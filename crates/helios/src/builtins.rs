@@ -112,14 +112,14 @@ async fn get_token(ctx: Context<Value>) -> Result<Value, MethodError> {
 }
 
 pub(crate) fn register(routes: &mut RouteTable, recovery: bool) {
-    if recovery {
-        if let Err(e) = routes.add_builtin(
+    if recovery
+        && let Err(e) = routes.add_builtin(
             "starling:getToken",
             erase_method(get_token),
             MethodOptions::new(),
-        ) {
-            tracing::error!("built-in starling:getToken not registered: {e}");
-        }
+        )
+    {
+        tracing::error!("built-in starling:getToken not registered: {e}");
     }
     let builtins = [
         ("system:ping", erase_method(ping)),

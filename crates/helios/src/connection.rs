@@ -83,7 +83,7 @@ struct Inner {
     helios: crate::helios::WeakHelios,
     /// Set while a recovered session's replay is being sent.
     recovering: AtomicBool,
-    recovery_buffer: Mutex<Option<Vec<(Arc<str>, u64, Bytes)>>>,
+    recovery_buffer: Mutex<Option<Vec<HeldDelivery>>>,
     pings_outstanding: AtomicU32,
     /// Server→client requests given up recently, whose late answers are
     /// accepted quietly.
@@ -93,6 +93,9 @@ struct Inner {
 }
 
 const ABANDONED_KEPT: usize = 32;
+
+/// A room delivery held back during a recovery replay: room, offset, frame.
+type HeldDelivery = (Arc<str>, u64, Bytes);
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -29,6 +29,9 @@ use crate::helios::Helios;
 use crate::metrics::Rejection;
 use crate::tls::TlsConfig;
 
+/// Open connections per client address.
+type PerIpCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 /// How [`Helios::serve_with`] listens.
 ///
 /// ```
@@ -100,7 +103,7 @@ pub(crate) struct ConnectionPermit {
 
 struct PermitInner {
     _total: Option<OwnedSemaphorePermit>,
-    ip: Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    ip: Option<(IpAddr, PerIpCounts)>,
 }
 
 impl Drop for PermitInner {

@@ -36,10 +36,10 @@ impl NameRegistry {
             Some(_) => return Claim::Claimed,
             None => {}
         }
-        if let Some(p) = previous {
-            if names.get(p) == Some(conn_id) {
-                names.remove(p);
-            }
+        if let Some(p) = previous
+            && names.get(p) == Some(conn_id)
+        {
+            names.remove(p);
         }
         names.insert(Arc::from(name), conn_id.clone());
         Claim::Claimed

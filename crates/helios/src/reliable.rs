@@ -78,10 +78,10 @@ impl SeenIds {
         if self.set.contains(id) {
             return false;
         }
-        if self.order.len() == self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.order.len() == self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
         }
         self.order.push_back(id.to_owned());
         self.set.insert(id.to_owned());

@@ -178,19 +178,10 @@ impl RoomRule {
 }
 
 /// Declared room patterns, first match wins, and the rule for the rest.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) struct RoomRules {
     declared: Vec<(Pattern, RoomRule)>,
     pub(crate) undeclared: RoomRule,
-}
-
-impl Default for RoomRules {
-    fn default() -> Self {
-        Self {
-            declared: Vec::new(),
-            undeclared: RoomRule::new(),
-        }
-    }
 }
 
 impl RoomRules {
@@ -264,13 +255,13 @@ impl RoomRegistry {
                 first_on_node: false,
             });
         }
-        if let Some(max) = max {
-            if members.len() >= max {
-                if members.is_empty() {
-                    shard.remove(topic);
-                }
-                return Err(max);
+        if let Some(max) = max
+            && members.len() >= max
+        {
+            if members.is_empty() {
+                shard.remove(topic);
             }
+            return Err(max);
         }
         members.insert(conn.id_arc(), conn.clone());
         Ok(Joined {
@@ -370,10 +361,10 @@ impl BrokerHandler for RoomRegistry {
         };
         let mut delivered = 0;
         for conn in members.values() {
-            if let Some(frame) = frames.get(conn.encoding()) {
-                if conn.deliver(topic, publication.offset, frame).is_ok() {
-                    delivered += 1;
-                }
+            if let Some(frame) = frames.get(conn.encoding())
+                && conn.deliver(topic, publication.offset, frame).is_ok()
+            {
+                delivered += 1;
             }
         }
         delivered
@@ -479,11 +470,11 @@ impl Helios {
                 format!("room {topic:?} is full ({max} members)"),
             )
         })?;
-        if joined.first_on_node {
-            if let Err(e) = self.broker().subscribe(topic).await {
-                self.rooms().leave(topic, conn.id());
-                return Err(ErrorBody::new(ErrorCode::BROKER_UNAVAILABLE, e.to_string()));
-            }
+        if joined.first_on_node
+            && let Err(e) = self.broker().subscribe(topic).await
+        {
+            self.rooms().leave(topic, conn.id());
+            return Err(ErrorBody::new(ErrorCode::BROKER_UNAVAILABLE, e.to_string()));
         }
         if joined.new_member && conn.add_room(topic) {
             self.run_room_hooks(RoomEvent {
@@ -504,10 +495,8 @@ impl Helios {
 
     async fn leave_registry(&self, conn: &Connection, topic: &str) -> bool {
         let (was, empty) = self.rooms().leave(topic, conn.id());
-        if empty {
-            if let Err(e) = self.broker().unsubscribe(topic).await {
-                tracing::warn!(%topic, error = %e, "broker unsubscribe failed");
-            }
+        if empty && let Err(e) = self.broker().unsubscribe(topic).await {
+            tracing::warn!(%topic, error = %e, "broker unsubscribe failed");
         }
         if was {
             self.run_room_hooks(RoomEvent {

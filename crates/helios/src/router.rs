@@ -48,6 +48,9 @@ impl MethodOptions {
     }
 }
 
+/// The middleware that wraps one method, in order.
+type Chain = Arc<[Arc<dyn Middleware>]>;
+
 pub(crate) struct Route {
     handler: ErasedMethod,
     chain: Arc<[Arc<dyn Middleware>]>,
@@ -141,7 +144,7 @@ impl RouteTable {
 
     /// Resolves every method's middleware chain, in registration order.
     pub(crate) fn finish(&mut self) {
-        let chains: Vec<(String, Arc<[Arc<dyn Middleware>]>)> = self
+        let chains: Vec<(String, Chain)> = self
             .methods
             .keys()
             // built-ins are not wrapped by user middleware

@@ -312,13 +312,13 @@ impl crate::helios::Helios {
         if let Some(token) = snapshot.token {
             conn.set_token(token);
         }
-        if let Some(name) = snapshot.name {
-            if matches!(
+        if let Some(name) = snapshot.name
+            && matches!(
                 self.names().claim(&name, &conn.id_arc(), None),
                 crate::names::Claim::Claimed
-            ) {
-                conn.set_name(Some(Arc::from(name.as_str())));
-            }
+            )
+        {
+            conn.set_name(Some(Arc::from(name.as_str())));
         }
         conn.begin_recovery();
         let mut missed = Vec::new();
