@@ -77,6 +77,33 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "HELIOS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub(crate) shutdown_grace_secs: u64,
 
+    /// Backplane shared by the nodes of a cluster: `memory` (one node, the
+    /// default), `redis://host:port` or `nats://host:port` (docs/cluster.md).
+    #[arg(long, env = "HELIOS_BROKER")]
+    pub(crate) broker: Option<String>,
+
+    /// Prefix of the broker's keys and subjects (default `helios`); nodes
+    /// of one cluster use the same one.
+    #[arg(long, env = "HELIOS_BROKER_PREFIX")]
+    pub(crate) broker_prefix: Option<String>,
+
+    /// Secret (at least 32 bytes) of session-recovery tokens; recovery is
+    /// on whenever it is set (`starling:getToken`, `?recover=`).
+    #[arg(long, env = "HELIOS_RECOVERY_SECRET", hide_env_values = true)]
+    pub(crate) recovery_secret: Option<String>,
+
+    /// How long a dropped session waits for its client, in seconds (300).
+    #[arg(long, env = "HELIOS_RECOVERY_TTL_SECS")]
+    pub(crate) recovery_ttl_secs: Option<u64>,
+
+    /// Seconds between health-check pings (30); 0 turns them off.
+    #[arg(long, env = "HELIOS_PING_INTERVAL_SECS")]
+    pub(crate) ping_interval_secs: Option<u64>,
+
+    /// Unanswered pings before a connection is closed with 4100 (2).
+    #[arg(long, env = "HELIOS_MAX_MISSED_PONGS")]
+    pub(crate) max_missed_pongs: Option<u32>,
+
     /// TOML configuration file; flags and `HELIOS_*` variables override it
     /// (see docs/configuration.md).
     #[arg(long, env = "HELIOS_CONFIG")]

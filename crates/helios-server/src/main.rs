@@ -1,6 +1,7 @@
 //! `helios serve`: a Helios node that needs no Rust code.
 
 mod backend;
+mod broker;
 mod cli;
 mod console;
 mod jwt;
@@ -102,6 +103,13 @@ fn config_from(s: &Settings) -> Config {
         ParseModeArg::Permissive => ParseMode::Permissive,
     };
     config.shutdown_grace = s.shutdown_grace;
+    // The secret's length was checked when the settings were resolved.
+    config.recovery = s
+        .recovery
+        .as_ref()
+        .and_then(|(secret, ttl)| helios::RecoveryConfig::new(secret, *ttl).ok());
+    config.ping_interval = s.ping_interval;
+    config.max_missed_pongs = s.max_missed_pongs;
     if let Some(rate) = s.messages_per_second {
         config.rate_limit = Some(helios::RateLimit::new(
             rate,
@@ -225,6 +233,9 @@ fn build(s: &Settings) -> Result<Helios, String> {
     let backend = Backend::new(s.backend.url.clone(), s.backend.timeout);
     let hook = s.backend.subscribe_hook.as_ref();
     let mut builder = Helios::builder().config(config_from(s));
+    if let Some(b) = broker::from_url(s.broker.as_deref(), &s.broker_prefix)? {
+        builder = builder.broker(b);
+    }
     for r in &s.rooms {
         let pattern = r.pattern.as_deref().unwrap_or("**");
         builder = builder.room(pattern, room_rule(r, &backend, hook));

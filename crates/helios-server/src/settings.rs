@@ -98,11 +98,27 @@ struct FileLimits {
     allowed_origins: Option<Vec<String>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRecovery {
+    secret: Option<String>,
+    ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealth {
+    ping_interval_secs: Option<u64>,
+    max_missed_pongs: Option<u32>,
+}
+
 /// The TOML file, as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     bind: Option<String>,
+    broker: Option<String>,
+    broker_prefix: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
     request_timeout_ms: Option<u64>,
@@ -117,6 +133,10 @@ struct FileConfig {
     backend: FileBackend,
     #[serde(default)]
     limits: FileLimits,
+    #[serde(default)]
+    recovery: FileRecovery,
+    #[serde(default)]
+    health: FileHealth,
     #[serde(default)]
     rooms: Vec<RoomSection>,
     rooms_default: Option<RoomSection>,
@@ -153,6 +173,10 @@ pub(crate) struct BackendSettings {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) bind: SocketAddr,
+    /// `broker` / `--broker` / `HELIOS_BROKER` (see `crate::broker`).
+    pub(crate) broker: Option<String>,
+    /// `broker_prefix` / `--broker-prefix` / `HELIOS_BROKER_PREFIX`.
+    pub(crate) broker_prefix: String,
     pub(crate) log_level: String,
     pub(crate) log_format: LogFormat,
     pub(crate) request_timeout: Duration,
@@ -172,6 +196,11 @@ pub(crate) struct Settings {
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) rooms: Vec<RoomSection>,
     pub(crate) rooms_default: Option<RoomSection>,
+    /// Session recovery: the token secret and the session TTL.
+    pub(crate) recovery: Option<(String, Duration)>,
+    /// Health-check ping interval (`None`: off) and missed pongs allowed.
+    pub(crate) ping_interval: Option<Duration>,
+    pub(crate) max_missed_pongs: u32,
 }
 
 /// A configuration error that names its key.
@@ -207,6 +236,8 @@ pub(crate) fn load(args: &ServeArgs, matches: &ArgMatches) -> Result<Settings, S
 #[derive(Debug, Default)]
 struct Overrides {
     bind: Option<SocketAddr>,
+    broker: Option<String>,
+    broker_prefix: Option<String>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     request_timeout_ms: Option<u64>,
@@ -231,6 +262,10 @@ struct Overrides {
     message_burst: Option<u32>,
     handshake_timeout_ms: Option<u64>,
     allowed_origins: Option<Vec<String>>,
+    recovery_secret: Option<String>,
+    recovery_ttl_secs: Option<u64>,
+    ping_interval_secs: Option<u64>,
+    max_missed_pongs: Option<u32>,
 }
 
 impl Overrides {
@@ -244,6 +279,8 @@ impl Overrides {
         };
         Self {
             bind: set("bind").then_some(a.bind),
+            broker: a.broker.clone(),
+            broker_prefix: a.broker_prefix.clone(),
             log_level: set("log_level").then(|| a.log_level.clone()),
             log_format: set("log_format").then_some(a.log_format),
             request_timeout_ms: set("request_timeout_ms").then_some(a.request_timeout_ms),
@@ -268,6 +305,10 @@ impl Overrides {
             message_burst: a.rate_burst,
             handshake_timeout_ms: a.handshake_timeout_ms,
             allowed_origins: a.allowed_origins.clone(),
+            recovery_secret: a.recovery_secret.clone(),
+            recovery_ttl_secs: a.recovery_ttl_secs,
+            ping_interval_secs: a.ping_interval_secs,
+            max_missed_pongs: a.max_missed_pongs,
         }
     }
 }
@@ -579,8 +620,49 @@ fn resolve(o: Overrides, f: FileConfig, dir: Option<&Path>) -> Result<Settings, 
         check_room("rooms_default", r, auth.is_some())?;
     }
 
+    let recovery_ttl_secs = range(
+        "recovery.ttl_secs",
+        o.recovery_ttl_secs.or(f.recovery.ttl_secs).unwrap_or(300),
+        1,
+        86_400,
+    )?;
+    let recovery = match o.recovery_secret.or(f.recovery.secret) {
+        Some(secret) if secret.len() < helios::MIN_SECRET_LEN => {
+            return Err(bad(
+                "recovery.secret",
+                format!(
+                    "must be at least {} bytes (got {}); set it with --recovery-secret or HELIOS_RECOVERY_SECRET",
+                    helios::MIN_SECRET_LEN,
+                    secret.len()
+                ),
+            ));
+        }
+        Some(secret) => Some((secret, Duration::from_secs(recovery_ttl_secs))),
+        None => None,
+    };
+    let ping_secs = range(
+        "health.ping_interval_secs",
+        o.ping_interval_secs
+            .or(f.health.ping_interval_secs)
+            .unwrap_or(30),
+        0,
+        3_600,
+    )?;
+    let max_missed_pongs = range(
+        "health.max_missed_pongs",
+        o.max_missed_pongs
+            .or(f.health.max_missed_pongs)
+            .unwrap_or(2),
+        1,
+        100,
+    )?;
     Ok(Settings {
         bind,
+        broker: o.broker.or(f.broker),
+        broker_prefix: o
+            .broker_prefix
+            .or(f.broker_prefix)
+            .unwrap_or_else(|| "helios".to_owned()),
         log_level,
         log_format,
         request_timeout: Duration::from_millis(request_timeout_ms),
@@ -605,6 +687,9 @@ fn resolve(o: Overrides, f: FileConfig, dir: Option<&Path>) -> Result<Settings, 
         allowed_origins,
         rooms: f.rooms,
         rooms_default: f.rooms_default,
+        recovery,
+        ping_interval: (ping_secs > 0).then(|| Duration::from_secs(ping_secs)),
+        max_missed_pongs,
     })
 }
 
@@ -677,7 +762,8 @@ mod tests {
         assert!(e.contains("limits.max_connections"), "{e}");
         let e = parse("[[rooms]]\npattern = \"a:*b\"").expect_err("must be refused");
         assert!(e.contains("rooms[0].pattern"), "{e}");
-        let e = parse("[[rooms]]\npattern = \"a:*\"\nsubscribe = \"claim\"").expect_err("must be refused");
+        let e = parse("[[rooms]]\npattern = \"a:*\"\nsubscribe = \"claim\"")
+            .expect_err("must be refused");
         assert!(e.contains("rooms[0].subscribe"), "{e}");
         let e = parse("bnd = 1").expect_err("must be refused");
         assert!(e.contains("bnd"), "{e}");

@@ -607,3 +607,38 @@ async fn sigterm_drains_and_exits() {
     let log = node.log.lock().expect("log").join("\n");
     assert!(log.contains("draining"), "{log}");
 }
+
+/// Recovery is on with HELIOS_RECOVERY_SECRET; a short secret is refused at
+/// start, naming the key; a dropped client gets its session back.
+#[tokio::test]
+async fn recovery_from_the_environment() {
+    let err = Node::try_start(&[], &[("HELIOS_RECOVERY_SECRET", "too-short")])
+        .err()
+        .expect("must not start");
+    assert!(err.contains("recovery.secret"), "{err}");
+
+    let node = Node::start_env(
+        &["--recovery-ttl-secs", "60"],
+        &[("HELIOS_RECOVERY_SECRET", "0123456789abcdef0123456789abcdef")],
+    );
+    let mut c = connect(&node.ws_url()).await;
+    let id = c.welcome["starlingId"].clone();
+    c.call("helios:subscribe", json!({"topic": "news:1"})).await;
+    let v = c.call("starling:getToken", json!({})).await;
+    assert_eq!(v["data"]["expiresIn"], 60, "{v}");
+    let token = v["data"]["token"].as_str().expect("token").to_owned();
+    drop(c);
+    let url = format!("{}?recover={token}", node.ws_url());
+    let mut recovered = None;
+    for _ in 0..50 {
+        let c = connect(&url).await;
+        if c.welcome["recovered"] == true {
+            recovered = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = recovered.expect("recovered");
+    assert_eq!(c.welcome["starlingId"], id);
+    assert_eq!(c.welcome["rooms"], json!(["news:1"]));
+}
