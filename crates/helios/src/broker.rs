@@ -154,6 +154,8 @@ pub struct MemoryBroker {
 struct RoomStream {
     offset: u64,
     history: VecDeque<(Instant, Publication)>,
+    /// The node subscribed to the room (interest, as a cluster broker has).
+    subscribed: bool,
 }
 
 impl Default for MemoryBroker {
@@ -211,10 +213,10 @@ impl Broker for MemoryBroker {
             data,
             timestamp: helios_protocol::now_ms(),
         };
-        let delivered = self
-            .handler
-            .get()
-            .map_or(0, |h| h.on_publication(topic, &publication));
+        let delivered = match self.handler.get() {
+            Some(h) if room.subscribed => h.on_publication(topic, &publication),
+            _ => 0,
+        };
         let position = StreamPosition {
             offset: room.offset,
             epoch: self.epoch.clone(),
@@ -232,11 +234,24 @@ impl Broker for MemoryBroker {
         })
     }
 
-    fn subscribe<'a>(&'a self, _topic: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn subscribe<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.rooms
+            .lock()
+            .entry(topic.to_owned())
+            .or_default()
+            .subscribed = true;
         Box::pin(async { Ok(()) })
     }
 
-    fn unsubscribe<'a>(&'a self, _topic: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn unsubscribe<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let mut rooms = self.rooms.lock();
+        if let Some(room) = rooms.get_mut(topic) {
+            room.subscribed = false;
+            if room.offset == 0 {
+                rooms.remove(topic);
+            }
+        }
+        drop(rooms);
         Box::pin(async { Ok(()) })
     }
 
