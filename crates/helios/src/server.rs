@@ -2,9 +2,8 @@
 //! `serve` with graceful shutdown.
 
 use std::collections::HashMap;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -293,30 +292,9 @@ impl Helios {
         router: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        self.start()
+        // One accept path for every way of serving (TCP_NODELAY, accept
+        // back-off, drain): the one of `serve_with`.
+        self.serve_with(listener, router, crate::ServeOptions::new(), shutdown)
             .await
-            .map_err(|e| std::io::Error::other(format!("broker: {e}")))?;
-        let token = self.shutdown_token().clone();
-        let trigger = self.clone();
-        let signal = async move {
-            tokio::select! {
-                _ = shutdown => trigger.shutdown(),
-                _ = token.cancelled() => {}
-            }
-        };
-        axum::serve(listener, router)
-            .with_graceful_shutdown(signal)
-            .into_future()
-            .await?;
-        // HTTP is done; now wait for the upgraded sockets to drain.
-        self.tracker().close();
-        let bound = self.config().shutdown_grace + Duration::from_secs(5);
-        if tokio::time::timeout(bound, self.tracker().wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections did not close within {bound:?}");
-        }
-        Ok(())
     }
 }
