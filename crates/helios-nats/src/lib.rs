@@ -38,6 +38,7 @@
 //!
 //! See `docs/cluster.md`.
 
+mod cluster;
 mod history;
 mod room;
 mod wire;
@@ -56,6 +57,7 @@ use helios::{
 use parking_lot::Mutex;
 use serde_json::Value;
 
+pub use crate::cluster::NatsCluster;
 use crate::room::RoomSubscription;
 
 /// Header JetStream checks for the compare-and-set publish.

@@ -31,6 +31,7 @@
 //! `offset`, `epoch`), `{prefix}:room:{topic}:hist` (list), channel
 //! `{prefix}:live:{topic}`. See `docs/cluster.md`.
 
+mod cluster;
 mod history;
 mod subscriber;
 mod wire;
@@ -45,6 +46,7 @@ use helios::{
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 
+pub use crate::cluster::RedisCluster;
 use crate::subscriber::Subscriber;
 
 /// Publishes atomically: offset, epoch, history, expiry and fan-out.

@@ -2,16 +2,38 @@
 //! `memory`) for one node, `redis://…` or `nats://…` for a cluster whose
 //! nodes share rooms. A URL of another scheme is refused at start, naming
 //! the key.
+//!
+//! A cluster backplane brings the broker (rooms) and the cluster
+//! capabilities (presence, peer directory and relay, shared sessions) on
+//! the same backend and prefix. `HELIOS_NODE_TTL_SECS` (default 10) sets
+//! how long a killed node's presence entries, names and connections stay
+//! visible.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use helios::Broker;
+/// Puts the broker and the cluster capabilities on a builder.
+pub(crate) type Backplane = Box<dyn FnOnce(helios::Builder) -> helios::Builder>;
 
-/// The broker for a `--broker` value; `None` keeps the in-memory default.
+/// The node TTL from `HELIOS_NODE_TTL_SECS`.
+fn node_ttl() -> Result<Duration, String> {
+    match std::env::var("HELIOS_NODE_TTL_SECS") {
+        Err(_) => Ok(helios::DEFAULT_NODE_TTL),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
+            _ => Err(format!(
+                "invalid HELIOS_NODE_TTL_SECS {v:?}: expected seconds, 1 to 3600"
+            )),
+        },
+    }
+}
+
+/// The backplane for a `--broker` value; `None` keeps the in-memory
+/// default (one node).
 ///
 /// # Errors
 /// A message naming the key, for an unknown scheme or a malformed URL.
-pub(crate) fn from_url(url: Option<&str>, prefix: &str) -> Result<Option<Arc<dyn Broker>>, String> {
+pub(crate) fn from_url(url: Option<&str>, prefix: &str) -> Result<Option<Backplane>, String> {
     let bad = |msg: String| format!("invalid --broker / HELIOS_BROKER {url:?}: {msg}");
     let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
         return Ok(None);
@@ -34,13 +56,25 @@ pub(crate) fn from_url(url: Option<&str>, prefix: &str) -> Result<Option<Arc<dyn
             let b = helios_redis::RedisBroker::new(url)
                 .map_err(|e| bad(e.to_string()))?
                 .with_prefix(prefix);
-            Ok(Some(Arc::new(b)))
+            let c = helios_redis::RedisCluster::new(url)
+                .map_err(|e| bad(e.to_string()))?
+                .with_prefix(prefix)
+                .with_node_ttl(node_ttl()?);
+            Ok(Some(Box::new(move |builder: helios::Builder| {
+                builder.broker(Arc::new(b)).cluster(Arc::new(c))
+            })))
         }
         Some("nats" | "tls") => {
             let b = helios_nats::NatsBroker::new(url)
                 .map_err(|e| bad(e.to_string()))?
                 .with_prefix(prefix);
-            Ok(Some(Arc::new(b)))
+            let c = helios_nats::NatsCluster::new(url)
+                .map_err(|e| bad(e.to_string()))?
+                .with_prefix(prefix)
+                .with_node_ttl(node_ttl()?);
+            Ok(Some(Box::new(move |builder: helios::Builder| {
+                builder.broker(Arc::new(b)).cluster(Arc::new(c))
+            })))
         }
         _ => Err(bad(
             "expected memory, redis://host:port or nats://host:port".to_owned(),

@@ -233,8 +233,8 @@ fn build(s: &Settings) -> Result<Helios, String> {
     let backend = Backend::new(s.backend.url.clone(), s.backend.timeout);
     let hook = s.backend.subscribe_hook.as_ref();
     let mut builder = Helios::builder().config(config_from(s));
-    if let Some(b) = broker::from_url(s.broker.as_deref(), &s.broker_prefix)? {
-        builder = builder.broker(b);
+    if let Some(apply) = broker::from_url(s.broker.as_deref(), &s.broker_prefix)? {
+        builder = apply(builder);
     }
     for r in &s.rooms {
         let pattern = r.pattern.as_deref().unwrap_or("**");

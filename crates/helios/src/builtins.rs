@@ -67,7 +67,7 @@ async fn presence(ctx: Context<TopicArgs>) -> Result<Value, MethodError> {
             format!("presence is off for {topic:?}"),
         ));
     }
-    let members = ctx.meta.helios.presence(&topic);
+    let members = ctx.meta.helios.cluster_presence(&topic).await;
     Ok(json!({ "topic": topic, "count": members.len(), "members": members }))
 }
 
@@ -80,21 +80,16 @@ async fn identify(ctx: Context<IdentifyArgs>) -> Result<Value, MethodError> {
     let name = ctx.payload.name;
     check_name(&name).map_err(|m| MethodError::new(ErrorCode::INVALID_PAYLOAD, m))?;
     let conn = &ctx.meta.connection;
-    let previous = conn.name().map(std::sync::Arc::<str>::from);
-    match ctx
-        .meta
-        .helios
-        .names()
-        .claim(&name, &conn.id_arc(), previous.as_ref())
-    {
-        Claim::Taken => Err(MethodError::new(
+    match ctx.meta.helios.claim_name(conn, &name).await {
+        Ok(Claim::Taken) => Err(MethodError::new(
             ErrorCode::NAME_TAKEN,
             format!("the name {name:?} is held by another connection"),
         )),
-        Claim::Claimed => {
-            conn.set_name(Some(std::sync::Arc::from(name.as_str())));
-            Ok(json!({ "name": name, "starlingId": conn.id() }))
-        }
+        Ok(Claim::Claimed) => Ok(json!({ "name": name, "starlingId": conn.id() })),
+        Err(e) => Err(MethodError::new(
+            ErrorCode::BROKER_UNAVAILABLE,
+            e.to_string(),
+        )),
     }
 }
 

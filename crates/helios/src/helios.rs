@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Auth, AuthHook, AuthRejection, HandshakeRequest};
 use crate::broker::{Broker, BrokerError, MemoryBroker};
 use crate::builtins;
+use crate::cluster::{Cluster, ClusterParts, HeliosNodeHandler};
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::error::RegisterError;
@@ -58,6 +59,7 @@ pub struct Builder {
     broker: Option<Arc<dyn Broker>>,
     relay_hook: Option<RelayHook>,
     sessions: Option<Arc<dyn SessionStore>>,
+    cluster: Option<ClusterParts>,
     on_health: Vec<HealthHook>,
     auth: Option<AuthHook>,
 }
@@ -75,8 +77,21 @@ impl Builder {
             relay_hook: None,
             auth: None,
             sessions: None,
+            cluster: None,
             on_health: Vec::new(),
         }
+    }
+
+    /// Makes this server one node of a cluster: presence lists the members
+    /// of every node, peer relay and names reach every node, and sessions
+    /// are kept in the cluster's store so a client may recover on any node
+    /// (see `docs/cluster.md`). Without it the server is one node on its
+    /// own. A later [`session_store`](Self::session_store) overrides the
+    /// session part.
+    pub fn cluster<C: Cluster>(mut self, cluster: Arc<C>) -> Self {
+        self.sessions = Some(cluster.clone());
+        self.cluster = Some(ClusterParts::new(cluster));
+        self
     }
 
     /// Turns on session recovery (`starling:getToken`, `?recover=TOKEN`).
@@ -396,6 +411,7 @@ impl Builder {
                 auth: self.auth,
                 metrics: Metrics::new(),
                 sessions: self.sessions.unwrap_or_else(|| MemorySessionStore::new()),
+                cluster: self.cluster,
                 on_health: self.on_health,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
@@ -463,6 +479,7 @@ struct Inner {
     auth: Option<AuthHook>,
     metrics: Metrics,
     sessions: Arc<dyn SessionStore>,
+    cluster: Option<ClusterParts>,
     on_health: Vec<HealthHook>,
     on_connect: Vec<ConnectHook>,
     on_disconnect: Vec<ConnectHook>,
@@ -506,7 +523,12 @@ impl Helios {
             .broker_started
             .get_or_try_init(|| async {
                 let handler: Arc<dyn crate::broker::BrokerHandler> = self.inner.rooms.clone();
-                self.inner.broker.start(handler).await
+                self.inner.broker.start(handler).await?;
+                if let Some(cluster) = &self.inner.cluster {
+                    let node = Arc::new(HeliosNodeHandler(self.downgrade()));
+                    cluster.bus.start(node).await?;
+                }
+                Ok(())
             })
             .await
             .map(|_| ())
@@ -530,6 +552,10 @@ impl Helios {
 
     pub(crate) fn relay_hook(&self) -> Option<&RelayHook> {
         self.inner.relay_hook.as_ref()
+    }
+
+    pub(crate) fn cluster(&self) -> Option<&ClusterParts> {
+        self.inner.cluster.as_ref()
     }
 
     pub(crate) fn sessions(&self) -> &Arc<dyn SessionStore> {

@@ -28,6 +28,7 @@ mod broker;
 #[cfg(feature = "broker-contract")]
 pub mod broker_contract;
 mod builtins;
+mod cluster;
 mod config;
 mod connection;
 mod context;
@@ -55,6 +56,10 @@ pub use auth::{Auth, AuthRejection, HandshakeRequest};
 pub use broker::{
     Broker, BrokerError, BrokerHandler, History, MemoryBroker, Publication, PublishOptions,
     PublishResult, StreamPosition,
+};
+pub use cluster::{
+    BusError, Cluster, DEFAULT_NODE_TTL, MemoryCluster, MemoryNode, NodeBus, NodeHandler,
+    PeerDirectory, PeerLocation, PresenceStore,
 };
 pub use config::Config;
 pub use connection::{CANCEL_TOPIC, Connection, ERROR_TOPIC, SendError, WELCOME_TOPIC};

@@ -67,3 +67,55 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+impl crate::helios::Helios {
+    /// Claims a peer name for a connection: on this node, and cluster-wide
+    /// when the server is a cluster node (first wins on every node). On
+    /// success the connection's previous name is released.
+    pub(crate) async fn claim_name(
+        &self,
+        conn: &crate::connection::Connection,
+        name: &str,
+    ) -> Result<Claim, crate::BrokerError> {
+        let previous = conn.name().map(Arc::<str>::from);
+        let id = conn.id_arc();
+        if let Some(cluster) = self.cluster() {
+            if self.names().resolve(name).is_some_and(|h| h != id) {
+                return Ok(Claim::Taken);
+            }
+            if !cluster.directory.claim_name(name, &id).await? {
+                return Ok(Claim::Taken);
+            }
+        }
+        let claim = self.names().claim(name, &id, previous.as_ref());
+        match claim {
+            Claim::Claimed => {
+                if let (Some(cluster), Some(p)) = (self.cluster(), &previous)
+                    && &**p != name
+                    && let Err(e) = cluster.directory.release_name(p, &id).await
+                {
+                    tracing::warn!(name = %p, error = %e, "previous name not released in the directory");
+                }
+                conn.set_name(Some(Arc::from(name)));
+                self.refresh_presence(conn).await;
+            }
+            Claim::Taken => {
+                // Lost a race on this node after winning the directory.
+                if let Some(cluster) = self.cluster() {
+                    let _ = cluster.directory.release_name(name, &id).await;
+                }
+            }
+        }
+        Ok(claim)
+    }
+
+    /// Releases a connection's name, here and in the directory.
+    pub(crate) async fn release_name(&self, name: &str, conn_id: &str) {
+        self.names().release(name, conn_id);
+        if let Some(cluster) = self.cluster()
+            && let Err(e) = cluster.directory.release_name(name, conn_id).await
+        {
+            tracing::warn!(%name, error = %e, "name not released in the directory (it expires with the node)");
+        }
+    }
+}

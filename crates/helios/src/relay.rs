@@ -42,6 +42,12 @@ pub enum RelayDecision {
     Deny(MethodError),
 }
 
+/// What goes to a peer on another node.
+enum RemoteMessage<'a> {
+    Request(&'a Request),
+    Notification(&'a Notification),
+}
+
 pub(crate) type RelayHook =
     Arc<dyn Fn(RelayRequest) -> BoxFuture<'static, RelayDecision> + Send + Sync>;
 
@@ -62,6 +68,104 @@ impl Helios {
                 .names()
                 .resolve(name)
                 .and_then(|id| self.connection(&id)),
+        }
+    }
+
+    /// Where a peer not on this node lives, through the cluster directory.
+    async fn locate_remote(&self, peer: &PeerRef) -> Result<(String, String), MethodError> {
+        let Some(cluster) = self.cluster() else {
+            return Err(not_found(peer));
+        };
+        let unavailable =
+            |e: crate::BrokerError| MethodError::new(ErrorCode::BROKER_UNAVAILABLE, e.to_string());
+        let found = match peer {
+            PeerRef::Id(id) => cluster
+                .directory
+                .locate(id)
+                .await
+                .map_err(unavailable)?
+                .map(|node| (id.clone(), node)),
+            PeerRef::Name(name) => cluster
+                .directory
+                .resolve_name(name)
+                .await
+                .map_err(unavailable)?
+                .map(|l| (l.conn_id, l.node_id)),
+        };
+        match found {
+            // An entry naming this node for a connection it does not have
+            // is stale (the connection just ended).
+            Some((_, node)) if node == cluster.directory.node_id() => Err(not_found(peer)),
+            Some(found) => Ok(found),
+            None => Err(not_found(peer)),
+        }
+    }
+
+    /// Relays to a peer on another node over the node bus; the answer (or
+    /// the peer's error, unchanged) comes back the same way. Dropping the
+    /// future before the answer forwards a cancel to the peer's node.
+    async fn relay_remote(
+        &self,
+        from: &Connection,
+        target: &PeerRef,
+        msg: RemoteMessage<'_>,
+        timeout: Duration,
+    ) -> Reply {
+        let (conn_id, node) = self.locate_remote(target).await?;
+        let Some(cluster) = self.cluster() else {
+            return Err(not_found(target));
+        };
+        let relay = uuid::Uuid::new_v4().simple().to_string();
+        let body = match msg {
+            RemoteMessage::Request(req) => serde_json::json!({
+                "kind": "request",
+                "relay": relay,
+                "to": conn_id,
+                "from": from.id(),
+                "method": req.method,
+                "payload": req.payload,
+                "timeoutMs": timeout.as_millis() as u64,
+            }),
+            RemoteMessage::Notification(n) => serde_json::json!({
+                "kind": "notify",
+                "to": conn_id,
+                "from": from.id(),
+                "topic": n.topic,
+                "data": n.data,
+            }),
+        };
+        let mut cancel = crate::cluster::RemoteCancel {
+            bus: cluster.bus.clone(),
+            node: node.clone(),
+            relay: matches!(msg, RemoteMessage::Request(_)).then_some(relay),
+        };
+        // The peer's node answers REQUEST_TIMEOUT itself at `timeout`; the
+        // margin covers the trip.
+        let answer = cluster
+            .bus
+            .request(&node, body, timeout + Duration::from_secs(1))
+            .await;
+        cancel.relay = None;
+        match answer {
+            Ok(v) => {
+                if let Some(e) = v.get("error") {
+                    let body: ErrorBody = serde_json::from_value(e.clone()).unwrap_or_else(|_| {
+                        ErrorBody::new(ErrorCode::METHOD_ERROR, "malformed answer from a node")
+                    });
+                    Err(MethodError::from(body))
+                } else {
+                    Ok(v.get("ok").cloned().unwrap_or(Value::Null))
+                }
+            }
+            Err(crate::BusError::NoSuchNode) => Err(not_found(target)),
+            Err(crate::BusError::Timeout) => Err(MethodError::new(
+                ErrorCode::REQUEST_TIMEOUT,
+                format!("no response within {} ms", timeout.as_millis()),
+            )),
+            Err(crate::BusError::Broker(e)) => Err(MethodError::new(
+                ErrorCode::BROKER_UNAVAILABLE,
+                e.to_string(),
+            )),
         }
     }
 
@@ -97,9 +201,11 @@ impl Helios {
                 RelayDecision::Reply(v) => return Ok(v),
                 RelayDecision::Deny(e) => return Err(e),
             }
-            let peer = helios
-                .resolve_peer(&target)
-                .ok_or_else(|| not_found(&target))?;
+            let Some(peer) = helios.resolve_peer(&target) else {
+                return helios
+                    .relay_remote(&from, &target, RemoteMessage::Request(&req), timeout)
+                    .await;
+            };
             let mut fwd = Request::new(req.method, Value::Null);
             fwd.payload = req.payload;
             fwd.peer = Some(PeerRef::Id(from.id().to_owned()));
@@ -138,9 +244,14 @@ impl Helios {
             RelayDecision::Forward | RelayDecision::Reply(_) => {}
             RelayDecision::Deny(e) => return Err(e.into_body()),
         }
-        let peer = self
-            .resolve_peer(&target)
-            .ok_or_else(|| not_found(&target).into_body())?;
+        let Some(peer) = self.resolve_peer(&target) else {
+            let timeout = self.config().request_timeout;
+            return self
+                .relay_remote(from, &target, RemoteMessage::Notification(&n), timeout)
+                .await
+                .map(|_| ())
+                .map_err(MethodError::into_body);
+        };
         peer.notify_from(n.topic, n.data, PeerRef::Id(from.id().to_owned()))
             .await
             .map_err(|_| not_found(&target).into_body())

@@ -477,6 +477,14 @@ impl Helios {
             return Err(ErrorBody::new(ErrorCode::BROKER_UNAVAILABLE, e.to_string()));
         }
         if joined.new_member && conn.add_room(topic) {
+            if let Some(cluster) = self.cluster()
+                && let Err(e) = cluster
+                    .presence
+                    .add(topic, conn.id(), crate::cluster::member_of(conn))
+                    .await
+            {
+                tracing::warn!(%topic, error = %e, "presence entry not written");
+            }
             self.run_room_hooks(RoomEvent {
                 kind: RoomEventKind::Subscribed,
                 topic: topic.to_owned(),
@@ -499,6 +507,11 @@ impl Helios {
             tracing::warn!(%topic, error = %e, "broker unsubscribe failed");
         }
         if was {
+            if let Some(cluster) = self.cluster()
+                && let Err(e) = cluster.presence.remove(topic, conn.id()).await
+            {
+                tracing::warn!(%topic, error = %e, "presence entry not removed (it expires with the node)");
+            }
             self.run_room_hooks(RoomEvent {
                 kind: RoomEventKind::Unsubscribed,
                 topic: topic.to_owned(),
@@ -582,21 +595,13 @@ impl Helios {
     }
 
     /// The members of a room on this node: `starlingId`, and `name` and
-    /// `user` when set.
+    /// `user` when set. [`cluster_presence`](Self::cluster_presence) lists
+    /// every node's.
     pub fn presence(&self, topic: &str) -> Vec<Value> {
         self.rooms()
             .members(topic)
             .iter()
-            .map(|c| {
-                let mut m = serde_json::json!({ "starlingId": c.id() });
-                if let Some(name) = c.name() {
-                    m["name"] = Value::String(name);
-                }
-                if let Some(user) = c.user_id() {
-                    m["user"] = Value::String(user);
-                }
-                m
-            })
+            .map(crate::cluster::member_of)
             .collect()
     }
 

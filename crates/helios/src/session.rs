@@ -249,6 +249,18 @@ impl crate::helios::Helios {
         if self.connection(&claims.starling_id).is_some() {
             return Err(NotRecovered::SessionHeld);
         }
+        // Held by a live connection on another node (the directory entry is
+        // removed after the snapshot is saved, and expires with its node).
+        if let Some(cluster) = self.cluster() {
+            match cluster.directory.locate(&claims.starling_id).await {
+                Ok(Some(_)) => return Err(NotRecovered::SessionHeld),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer directory unavailable");
+                    return Err(NotRecovered::StoreUnavailable);
+                }
+            }
+        }
         match self.sessions().take(&claims.starling_id).await {
             Ok(Some(snapshot)) => Ok(Recovered { snapshot }),
             Ok(None) => Err(NotRecovered::SessionExpired),
@@ -313,12 +325,12 @@ impl crate::helios::Helios {
             conn.set_token(token);
         }
         if let Some(name) = snapshot.name
-            && matches!(
-                self.names().claim(&name, &conn.id_arc(), None),
-                crate::names::Claim::Claimed
+            && !matches!(
+                self.claim_name(conn, &name).await,
+                Ok(crate::names::Claim::Claimed)
             )
         {
-            conn.set_name(Some(Arc::from(name.as_str())));
+            tracing::debug!(conn = %conn.id(), %name, "recovered name held by another connection");
         }
         conn.begin_recovery();
         let mut missed = Vec::new();

@@ -74,6 +74,7 @@ pub(crate) async fn drive<S>(
     ));
 
     helios.registry().insert(conn.clone());
+    helios.cluster_register(&conn).await;
     let mut welcome =
         json!({ "starlingId": conn.id(), "recovered": false, "serverTime": now_ms() });
     let mut replay = None;
@@ -121,9 +122,10 @@ pub(crate) async fn drive<S>(
     // waiting requests.
     helios.save_session(&conn).await;
     helios.registry().remove(conn.id());
+    helios.cluster_unregister(&conn).await;
     helios.leave_all_rooms(&conn).await;
     if let Some(name) = conn.set_name(None) {
-        helios.names().release(&name, conn.id());
+        helios.release_name(&name, conn.id()).await;
     }
     reader.inflight.abort_all();
     conn.fail_pending();
