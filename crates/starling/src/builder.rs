@@ -4,18 +4,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use helios_protocol::{Encoding, SUBPROTOCOL_JSON};
-use http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use helios_protocol::Encoding;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::client::Client;
-use crate::connection::{Connection, TaskConfig};
-use crate::error::{ClientError, ConnectError, MethodError};
+use crate::connection::TaskConfig;
+use crate::dial::Dialer;
+use crate::error::{ClientError, MethodError};
+use crate::events::ClientEvent;
 use crate::methods::Methods;
+use crate::reconnect::{ReconnectPolicy, Supervisor};
 use crate::request::Link;
-use crate::shared::{LinkState, Shared};
+use crate::shared::Shared;
 
 /// Settings for a [`Client`], with the handlers it serves; finish with
 /// [`connect`](Self::connect).
@@ -49,6 +51,7 @@ pub struct ClientBuilder {
     max_inflight_handlers: usize,
     headers: Vec<(String, String)>,
     methods: Methods,
+    reconnect: Option<ReconnectPolicy>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -79,6 +82,7 @@ impl ClientBuilder {
             max_inflight_handlers: 1024,
             headers: Vec::new(),
             methods: Methods::default(),
+            reconnect: None,
         }
     }
 
@@ -154,6 +158,53 @@ impl ClientBuilder {
         self
     }
 
+    /// Turns on auto-reconnect with session recovery (off by default).
+    ///
+    /// After an unexpected loss of the socket (no close frame, or close
+    /// codes 1001, 1006, 1011–1014, 4008, 4100–4199) the client reconnects
+    /// by itself with this backoff, never after [`Client::close`] nor after
+    /// a deliberate close (1000, 1008, 1009, 4000–4099 other than 4008).
+    /// While it is away, requests and notifications are queued; handles,
+    /// subscriptions and receivers stay valid.
+    ///
+    /// With it on, the client keeps a recovery token (`starling:getToken`
+    /// after each connect, refreshed at two thirds of `expiresIn`) and
+    /// tracks the last `offset`/`epoch` per room, and reconnects with
+    /// `?recover=TOKEN&since=POSITIONS`: the server restores the session
+    /// (same `starlingId`, rooms, name) and replays the missed room
+    /// messages first. Without a usable token it starts a fresh session and
+    /// re-joins its rooms and re-claims its `identify` name. See
+    /// [`ClientEvent`](crate::ClientEvent) for what is reported, and
+    /// [`RequestOptions::retry_safe`](crate::RequestOptions::retry_safe) for
+    /// requests in flight at the loss.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use starling::{Client, ReconnectPolicy};
+    ///
+    /// # async fn demo() -> Result<(), starling::ClientError> {
+    /// let client = Client::builder("ws://127.0.0.1:7700/ws")
+    ///     .reconnect(ReconnectPolicy {
+    ///         initial: Duration::from_millis(200),
+    ///         max_attempts: Some(20),
+    ///         ..ReconnectPolicy::default()
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
+    /// Turns auto-reconnect off again (the default): the first loss of the
+    /// socket ends the client.
+    pub fn no_reconnect(mut self) -> Self {
+        self.reconnect = None;
+        self
+    }
+
     /// Registers a handler for server → client requests to `name`.
     ///
     /// The payload is deserialized into `P` (a mismatch answers
@@ -213,93 +264,43 @@ impl ClientBuilder {
     /// # Ok(()) }
     /// ```
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        let ws_builder = self.ws_builder()?;
-        let (ws, response) = tokio::time::timeout_at(deadline, ws_builder.connect())
-            .await
-            .map_err(|_| ConnectError::Timeout)?
-            .map_err(|e| ConnectError::Handshake(e.to_string()))?;
-
-        let encoding = match response.headers().get(SEC_WEBSOCKET_PROTOCOL) {
-            // No subprotocol selected: the server speaks the default.
-            None => Encoding::Json,
-            Some(value) => {
-                let value = value.to_str().unwrap_or_default();
-                Encoding::from_subprotocol(value)
-                    .ok_or_else(|| ConnectError::Subprotocol(value.to_owned()))?
-            }
+        let dialer = Dialer {
+            url: self.url.clone(),
+            headers: self.headers.clone(),
+            max_message_size: self.max_message_size,
+            connect_timeout: self.connect_timeout,
         };
+        dialer.check()?;
+        let first = dialer.dial(&self.url, self.encoding).await?;
+        let encoding = first.encoding;
 
         let shared = Shared::new(self.notification_capacity, self.room_capacity);
         let (commands_tx, commands_rx) = mpsc::channel(self.send_queue);
-        let (welcome_tx, welcome_rx) = oneshot::channel();
-        let config = TaskConfig {
-            encoding,
-            close_timeout: self.close_timeout,
-            max_inflight_handlers: self.max_inflight_handlers,
+        shared.emit(ClientEvent::Connected {
+            starling_id: first.welcome.starling_id.clone(),
+            recovered: first.welcome.recovered,
+        });
+        let supervisor = Supervisor {
+            dialer,
+            policy: self.reconnect,
+            shared: Arc::clone(&shared),
+            methods: Arc::new(self.methods),
+            config: TaskConfig {
+                encoding,
+                close_timeout: self.close_timeout,
+                max_inflight_handlers: self.max_inflight_handlers,
+                request_timeout: self.request_timeout,
+            },
         };
-        let connection = Connection::new(
-            ws,
-            Arc::clone(&shared),
-            commands_rx,
-            Arc::new(self.methods),
-            welcome_tx,
-            &config,
-        );
-        tokio::spawn(connection.run());
+        // The welcome is known before `connect` returns.
+        shared.set_welcome(first.welcome.clone());
+        tokio::spawn(supervisor.run(first, commands_rx));
 
         let link = Link {
-            shared: Arc::clone(&shared),
+            shared,
             commands: commands_tx,
             encoding,
         };
-        let client = Client::from_link(link, self.request_timeout);
-        match tokio::time::timeout_at(deadline, welcome_rx).await {
-            Ok(Ok(_welcome)) => Ok(client),
-            Ok(Err(_)) => {
-                let reason = match shared.state() {
-                    LinkState::Closed(info) => info.reason,
-                    _ => String::new(),
-                };
-                Err(ConnectError::NoWelcome(reason).into())
-            }
-            // Dropping `client` closes the connection.
-            Err(_) => Err(ConnectError::Timeout.into()),
-        }
-    }
-
-    fn ws_builder(&self) -> Result<tokio_websockets::ClientBuilder<'static>, ConnectError> {
-        let invalid = |reason: String| ConnectError::InvalidUrl {
-            url: self.url.clone(),
-            reason,
-        };
-        let mut builder = tokio_websockets::ClientBuilder::new()
-            .uri(&self.url)
-            .map_err(|e| invalid(e.to_string()))?
-            .limits(
-                tokio_websockets::Limits::default().max_payload_len(Some(self.max_message_size)),
-            );
-        let offer = match self.encoding {
-            Encoding::Json => SUBPROTOCOL_JSON.to_owned(),
-            Encoding::MsgPack => {
-                format!("{}, {}", Encoding::MsgPack.subprotocol(), SUBPROTOCOL_JSON)
-            }
-        };
-        let mut headers = vec![(SEC_WEBSOCKET_PROTOCOL, offer)];
-        for (name, value) in &self.headers {
-            let name = HeaderName::try_from(name.as_str()).map_err(|e| {
-                ConnectError::Handshake(format!("invalid header name {name:?}: {e}"))
-            })?;
-            headers.push((name, value.clone()));
-        }
-        for (name, value) in headers {
-            let value = HeaderValue::try_from(value.as_str()).map_err(|e| {
-                ConnectError::Handshake(format!("invalid value for header {name}: {e}"))
-            })?;
-            builder = builder
-                .add_header(name.clone(), value)
-                .map_err(|e| ConnectError::Handshake(format!("header {name}: {e}")))?;
-        }
-        Ok(builder)
+        Ok(Client::from_link(link, self.request_timeout))
     }
 }

@@ -12,9 +12,11 @@ use tokio::sync::oneshot;
 use crate::builder::ClientBuilder;
 use crate::connection::Command;
 use crate::error::ClientError;
+use crate::events::Events;
 use crate::frame;
 use crate::notifications::Notifications;
-use crate::request::{Link, PendingRequest, RequestOptions};
+use crate::reliable::Retry;
+use crate::request::{Link, PendingRequest, RETRY_SAFE_BUILTINS, RequestOptions};
 use crate::session::{CloseInfo, Welcome};
 use crate::shared::{LinkState, Shared};
 use crate::subscription::{SUBSCRIBE, Subscription};
@@ -221,6 +223,8 @@ impl Client {
         self.ensure_open()?;
         let timeout = options.timeout.unwrap_or(self.inner.request_timeout);
         let mut req = Request::new(method, payload);
+        let retry_safe = options.retry_safe
+            || (options.peer.is_none() && RETRY_SAFE_BUILTINS.contains(&req.method.as_str()));
         req.peer = options.peer;
         req.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
         let id = req.id.clone();
@@ -236,8 +240,9 @@ impl Client {
             .await
             .map_err(|_| ClientError::Closed)?;
         let (tx, rx) = oneshot::channel();
-        self.shared().insert_pending(id.clone(), tx);
-        permit.send(Command::Send(frame));
+        let resend = retry_safe.then(|| frame.clone());
+        self.shared().insert_pending(id.clone(), tx, resend);
+        permit.send(Command::Request(id.clone(), frame));
         Ok(PendingRequest::new(
             id,
             rx,
@@ -429,9 +434,16 @@ impl Client {
     /// client.identify("billing").await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// With reconnect on, the name is claimed again on a fresh session
+    /// (a recovered session keeps it server-side).
     pub async fn identify(&self, name: impl Into<String>) -> Result<Value, ClientError> {
-        self.request("helios:identify", json!({ "name": name.into() }))
-            .await
+        let name = name.into();
+        let out = self
+            .request("helios:identify", json!({ "name": name }))
+            .await?;
+        self.shared().set_name(Some(name));
+        Ok(out)
     }
 
     /// Round trip of `system:ping`.
@@ -485,7 +497,10 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn close(&self) {
-        if self.shared().state() == LinkState::Open {
+        if matches!(
+            self.shared().state(),
+            LinkState::Open | LinkState::Reconnecting
+        ) {
             self.shared().set_closing();
             // Err: the task is gone already, which is what we want.
             let _ = self.inner.link.commands.send(Command::Close).await;
@@ -493,9 +508,80 @@ impl Client {
         self.closed().await;
     }
 
+    /// Sends a notification that the server acknowledges (`ackId`, answered
+    /// by `helios:ack`), resending the same copy with `retry`'s backoff until
+    /// the acknowledgement comes; the server drops copies it has seen. Copies
+    /// sent while the client is reconnecting wait in the send queue.
+    ///
+    /// # Errors
+    /// [`ClientError::NotAcknowledged`] after `retry.max_attempts` sends
+    /// without an answer; [`ClientError::Closed`] when the client ends first.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), starling::ClientError> {
+    /// # let client = starling::Client::connect("ws://127.0.0.1:7700/ws").await?;
+    /// use starling::Retry;
+    /// client
+    ///     .notify_reliable("metrics:report", serde_json::json!({"cpu": 3}), Retry::default())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn notify_reliable(
+        &self,
+        topic: impl Into<String>,
+        data: Value,
+        retry: Retry,
+    ) -> Result<(), ClientError> {
+        let ack_id = RequestId::new().as_str().to_owned();
+        let mut note = Notification::new(Some(topic.into()), data);
+        note.ack_id = Some(ack_id.clone());
+        let frame = frame::encode(self.encoding(), &Message::Notification(note))
+            .map_err(ClientError::Protocol)?;
+        let mut acked = self.shared().expect_ack(ack_id.clone());
+        // Forget the ack whatever happens, dropping included.
+        struct Forget<'a>(&'a Shared, String);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.forget_ack(&self.1);
+            }
+        }
+        let _forget = Forget(self.shared(), ack_id);
+        let attempts = retry.max_attempts.max(1);
+        for attempt in 0..attempts {
+            self.ensure_open()?;
+            self.inner
+                .link
+                .commands
+                .send(Command::Send(frame.clone()))
+                .await
+                .map_err(|_| ClientError::Closed)?;
+            match tokio::time::timeout(retry.delay(attempt), &mut acked).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(_)) => return Err(ClientError::Closed),
+                Err(_) => {}
+            }
+        }
+        Err(ClientError::NotAcknowledged(attempts))
+    }
+
+    /// A receiver of connection events (connects, losses, reconnects,
+    /// recoveries; see [`ClientEvent`](crate::ClientEvent)). The first call gets every event
+    /// since `connect` (including the first
+    /// [`ClientEvent::Connected`](crate::ClientEvent::Connected));
+    /// later calls get the events from then on.
+    pub fn events(&self) -> Events {
+        Events::new(self.shared().subscribe_events())
+    }
+
+    /// Whether a socket is up right now (`false` while reconnecting and
+    /// once closed).
+    pub fn is_connected(&self) -> bool {
+        self.shared().state() == LinkState::Open
+    }
+
     fn ensure_open(&self) -> Result<(), ClientError> {
         match self.shared().state() {
-            LinkState::Open => Ok(()),
+            LinkState::Open | LinkState::Reconnecting => Ok(()),
             LinkState::Closing | LinkState::Closed(_) => Err(ClientError::Closed),
         }
     }

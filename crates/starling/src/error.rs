@@ -43,6 +43,16 @@ pub enum ClientError {
     /// The connection is closed or closing; nothing more can be sent.
     #[error("connection closed")]
     Closed,
+    /// The socket was lost while this request was in flight and the request
+    /// is not safe to send again (see
+    /// [`RequestOptions::retry_safe`](crate::RequestOptions::retry_safe)):
+    /// the server may or may not have run it. Only with reconnect on; the
+    /// client itself lives on.
+    #[error("connection lost while the request was in flight")]
+    ConnectionLost,
+    /// A reliable notification was not acknowledged after every attempt.
+    #[error("not acknowledged after {0} attempts")]
+    NotAcknowledged(u32),
     /// The peer sent something that breaks the protocol (for example an
     /// undecodable response to this request).
     #[error("protocol error: {0}")]

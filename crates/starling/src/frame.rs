@@ -48,3 +48,12 @@ pub(crate) fn request(
 ) -> Result<WsMessage, String> {
     encode(encoding, &Message::Request(Request::new(method, payload)))
 }
+
+/// The `helios:ack` notification for a reliable notification's id.
+pub(crate) fn ack(encoding: Encoding, ack_id: &str) -> Result<WsMessage, String> {
+    let note = Notification::new(
+        Some(crate::reliable::ACK_TOPIC.to_owned()),
+        json!({ "ackId": ack_id }),
+    );
+    encode(encoding, &Message::Notification(note))
+}

@@ -39,17 +39,39 @@
 //! bounded receivers. Dropping a request future before its answer sends
 //! `helios:cancel`; so does a request timeout.
 //!
-//! Not yet implemented: automatic reconnect with session recovery
-//! (`?recover=TOKEN`). The socket task is independent of the shared state
-//! (pending requests, rooms, receivers) so a supervisor can add it later.
+//! # Reconnect and session recovery
+//!
+//! Opt in with [`ClientBuilder::reconnect`]: after an unexpected loss of
+//! the socket a supervisor task dials again with jittered exponential
+//! backoff ([`ReconnectPolicy`]) and the same shared state (rooms,
+//! receivers, pending requests). With a recovery token (fetched with
+//! `starling:getToken` after every connect and refreshed at two thirds of its
+//! lifetime) it reconnects with `?recover=TOKEN&since=POSITIONS`, so the
+//! server restores the session and replays the missed room messages; without
+//! one it starts a fresh session and re-joins rooms and its name itself.
+//! Requests in flight at the loss are re-sent when retry-safe
+//! ([`RequestOptions::retry_safe`]) and fail with
+//! [`ClientError::ConnectionLost`] otherwise. [`Client::events`] reports
+//! every step ([`ClientEvent`]).
+//!
+//! # Reliable delivery
+//!
+//! Notifications carrying an `ackId` are acknowledged (`helios:ack`) and
+//! delivered once; a server request resent under the same `requestId` is
+//! not run twice. [`Client::notify_reliable`] resends until the server
+//! acknowledges.
 
 mod builder;
 mod client;
 mod connection;
+mod dial;
 mod error;
+mod events;
 mod frame;
 mod methods;
 mod notifications;
+mod reconnect;
+mod reliable;
 mod request;
 mod session;
 mod shared;
@@ -58,7 +80,10 @@ mod subscription;
 pub use builder::ClientBuilder;
 pub use client::{Client, Published, RecoveryToken};
 pub use error::{ClientError, ConnectError, MethodError};
+pub use events::{ClientEvent, Events};
 pub use notifications::{Notifications, RecvError};
+pub use reconnect::ReconnectPolicy;
+pub use reliable::Retry;
 pub use request::{PendingRequest, RequestOptions};
 pub use session::{CloseInfo, Welcome};
 pub use subscription::Subscription;

@@ -24,6 +24,7 @@ use tokio_websockets::Message as WsMessage;
 
 use crate::error::MethodError;
 use crate::frame;
+use crate::reliable::Recent;
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, MethodError>> + Send>>;
 type Handler = Arc<dyn Fn(Value) -> HandlerFuture + Send + Sync>;
@@ -72,10 +73,16 @@ impl Methods {
 /// A finished handler's answer, on its way to the connection task.
 pub(crate) type Reply = (RequestId, WsMessage);
 
+/// How many answers are remembered for resent server requests.
+const ANSWERED: usize = 256;
+
 /// Runs server → client requests and tracks the ones in flight.
 pub(crate) struct Dispatcher {
     methods: Arc<Methods>,
     inflight: HashMap<RequestId, AbortHandle>,
+    /// Answers already sent, replayed when the server resends a request
+    /// (reliable delivery: same `requestId`).
+    answered: Recent<RequestId, WsMessage>,
     replies: mpsc::Sender<Reply>,
     encoding: Encoding,
     max_inflight: usize,
@@ -91,6 +98,7 @@ impl Dispatcher {
         Self {
             methods,
             inflight: HashMap::new(),
+            answered: Recent::new(ANSWERED),
             replies,
             encoding,
             max_inflight,
@@ -103,7 +111,19 @@ impl Dispatcher {
 
     /// Starts the handler for a request. Returns a frame to send at once
     /// when the request is answered without running anything.
+    ///
+    /// A request resent under an id already answered gets the same answer
+    /// again; one whose handler is still running is ignored (its answer
+    /// will come).
     pub(crate) fn dispatch(&mut self, req: Request) -> Option<WsMessage> {
+        if let Some(answer) = self.answered.get(&req.id) {
+            tracing::debug!(request_id = %req.id, "resent request answered again");
+            return Some(answer.clone());
+        }
+        if self.inflight.contains_key(&req.id) {
+            tracing::debug!(request_id = %req.id, "resent request still running, ignored");
+            return None;
+        }
         let Some(handler) = self.methods.get(&req.method) else {
             return self.answer(Response::error(
                 req.id,
@@ -111,13 +131,6 @@ impl Dispatcher {
                 format!("method {:?} is not registered on this client", req.method),
             ));
         };
-        if self.inflight.contains_key(&req.id) {
-            return self.answer(Response::error(
-                req.id,
-                ErrorCode::INVALID_MESSAGE_FORMAT,
-                "a request with this requestId is already in flight",
-            ));
-        }
         if self.inflight.len() >= self.max_inflight {
             return self.answer(Response::error(
                 req.id,
@@ -151,9 +164,14 @@ impl Dispatcher {
     }
 
     /// A handler's answer arrived; `true` if it should be sent (the request
-    /// was not cancelled meanwhile).
-    pub(crate) fn finish(&mut self, id: &RequestId) -> bool {
-        self.inflight.remove(id).is_some()
+    /// was not cancelled meanwhile). It is remembered for resends.
+    pub(crate) fn finish(&mut self, id: &RequestId, frame: &WsMessage) -> bool {
+        if self.inflight.remove(id).is_some() {
+            self.answered.insert(id.clone(), frame.clone());
+            true
+        } else {
+            false
+        }
     }
 
     /// Cancels an in-flight request. Returns the `REQUEST_CANCELLED` answer,

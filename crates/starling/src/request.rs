@@ -35,7 +35,20 @@ use crate::shared::{Outcome, Shared};
 pub struct RequestOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) peer: Option<PeerRef>,
+    pub(crate) retry_safe: bool,
 }
+
+/// Built-ins the client sends again after a reconnect by itself: running
+/// them twice does no harm.
+pub(crate) const RETRY_SAFE_BUILTINS: &[&str] = &[
+    "system:ping",
+    "system:echo",
+    "starling:getToken",
+    "helios:subscribe",
+    "helios:unsubscribe",
+    "helios:presence",
+    "helios:identify",
+];
 
 impl RequestOptions {
     /// Defaults: the client's request timeout, no relay.
@@ -48,6 +61,26 @@ impl RequestOptions {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// Marks the request safe to run twice (idempotent): when the socket is
+    /// lost while it is in flight and the client reconnects
+    /// ([`ClientBuilder::reconnect`](crate::ClientBuilder::reconnect)), it is
+    /// sent again, under the same `requestId`, on the new socket, instead of
+    /// failing with [`ClientError::ConnectionLost`]. Its timeout still counts
+    /// from the first send.
+    ///
+    /// The built-ins `system:ping`, `system:echo`, `helios:subscribe`,
+    /// `helios:unsubscribe`, `helios:presence` and `helios:identify` are
+    /// retry-safe already (unless relayed to a peer); `helios:publish` is not.
+    pub fn retry_safe(mut self) -> Self {
+        self.retry_safe = true;
+        self
+    }
+
+    /// Same as [`retry_safe`](Self::retry_safe).
+    pub fn idempotent(self) -> Self {
+        self.retry_safe()
     }
 
     /// Ask the server to relay the request to another connection.

@@ -6,6 +6,11 @@ use serde::Deserialize;
 pub(crate) const WELCOME_TOPIC: &str = "helios:welcome";
 /// The topic of a cancel notification (either direction).
 pub(crate) const CANCEL_TOPIC: &str = "helios:cancel";
+/// The method that hands out a recovery token.
+pub(crate) const GET_TOKEN: &str = "starling:getToken";
+/// The welcome `reason` when a recovery raced the server's close of the old
+/// socket: retry shortly instead of accepting a fresh session.
+pub(crate) const SESSION_HELD: &str = "the session is still held by a live connection";
 
 /// The data of the `helios:welcome` notification.
 ///
@@ -29,6 +34,18 @@ pub struct Welcome {
     /// The server's clock, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub server_time: u64,
+    /// On a recovery: whether some room's history no longer covered the gap.
+    #[serde(default)]
+    pub missed: bool,
+    /// On a recovery: the rooms with a gap.
+    #[serde(default)]
+    pub missed_rooms: Vec<String>,
+    /// On a recovery: the rooms the server restored.
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    /// When a recovery was refused: why.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// How the connection ended.

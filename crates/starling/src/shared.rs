@@ -1,19 +1,24 @@
-//! State shared by the client handles and the connection task.
+//! State shared by the client handles, the connection task and the
+//! reconnect supervisor.
 //!
-//! It lives apart from the socket on purpose: a future reconnect supervisor
-//! can hand the same `Shared` to a new connection task, keeping the room
-//! list, the notification receivers and (if it chooses) the pending requests.
-//! Every lock is a std `Mutex` held for a map operation and never across an
-//! `.await`.
+//! It lives apart from the socket on purpose: when the supervisor opens a new
+//! socket it hands the same `Shared` to the new connection task, so the room
+//! list and positions, the notification receivers, the pending requests, the
+//! recovery token and the event stream survive a reconnect. Every lock is a
+//! std `Mutex` held for a map operation and never across an `.await`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use helios_protocol::{Notification, RequestId};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, oneshot, watch};
+use tokio_websockets::Message as WsMessage;
 
 use crate::error::ClientError;
+use crate::events::ClientEvent;
+use crate::reliable::SeenIds;
 use crate::session::Welcome;
 
 /// What a pending request is completed with.
@@ -24,10 +29,22 @@ pub(crate) type Outcome = Result<Value, ClientError>;
 pub(crate) enum LinkState {
     /// Upgraded, messages flow.
     Open,
+    /// The socket was lost; the supervisor is opening a new one. Requests
+    /// and notifications are queued meanwhile.
+    Reconnecting,
     /// `close()` was called; no new requests are accepted.
     Closing,
-    /// The socket is gone.
+    /// The client is done (closed, or gave up reconnecting).
     Closed(crate::CloseInfo),
+}
+
+/// One request waiting for its response.
+struct Pending {
+    tx: oneshot::Sender<Outcome>,
+    /// The frame, kept when the request may be sent again on a new socket.
+    resend: Option<WsMessage>,
+    /// The connection generation it was written to, once written.
+    sent_on: Option<u64>,
 }
 
 /// One room this client is subscribed to.
@@ -35,14 +52,42 @@ struct Room {
     tx: broadcast::Sender<Notification>,
     /// Live [`Subscription`](crate::Subscription) values for the room.
     subscribers: usize,
+    /// The last delivery received: `(epoch, offset)`.
+    position: Option<(String, u64)>,
 }
 
+/// The recovery token and when it stops being worth sending.
+#[derive(Debug, Clone)]
+pub(crate) struct Token {
+    pub(crate) token: String,
+    pub(crate) expires: Instant,
+}
+
+/// Ids of reliable notifications seen recently (bounded).
+const SEEN_ACK_IDS: usize = 4096;
+/// Events buffered per [`Events`](crate::Events) receiver.
+const EVENT_CAPACITY: usize = 256;
+
 pub(crate) struct Shared {
-    pending: Mutex<HashMap<RequestId, oneshot::Sender<Outcome>>>,
+    pending: Mutex<HashMap<RequestId, Pending>>,
     rooms: Mutex<HashMap<String, Room>>,
-    /// `None` once the connection has ended, so receivers see the end.
+    /// `None` once the client has ended, so receivers see the end.
     notifications: Mutex<Option<broadcast::Sender<Notification>>>,
+    events: Mutex<Option<broadcast::Sender<ClientEvent>>>,
+    /// The receiver made at construction, handed to the first `events()`
+    /// call so it sees every event from the first `Connected` on.
+    first_events: Mutex<Option<broadcast::Receiver<ClientEvent>>>,
     welcome: Mutex<Option<Welcome>>,
+    token: Mutex<Option<Token>>,
+    /// `Some(false)` once the server answered `starling:getToken` with
+    /// `METHOD_NOT_FOUND`.
+    recovery_available: Mutex<Option<bool>>,
+    /// The name claimed with `helios:identify`, re-claimed on a fresh session.
+    name: Mutex<Option<String>>,
+    /// Reliable notifications we sent, waiting for `helios:ack`.
+    acks: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// Reliable notifications we received (to drop copies).
+    seen_acks: Mutex<SeenIds>,
     state: watch::Sender<LinkState>,
     room_capacity: usize,
 }
@@ -62,11 +107,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn new(notification_capacity: usize, room_capacity: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(notification_capacity.max(1));
+        let (events, first_events) = broadcast::channel(EVENT_CAPACITY);
         Arc::new(Self {
             pending: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
             notifications: Mutex::new(Some(tx)),
+            events: Mutex::new(Some(events)),
+            first_events: Mutex::new(Some(first_events)),
             welcome: Mutex::new(None),
+            token: Mutex::new(None),
+            recovery_available: Mutex::new(None),
+            name: Mutex::new(None),
+            acks: Mutex::new(HashMap::new()),
+            seen_acks: Mutex::new(SeenIds::new(SEEN_ACK_IDS)),
             state: watch::Sender::new(LinkState::Open),
             room_capacity: room_capacity.max(1),
         })
@@ -74,13 +127,34 @@ impl Shared {
 
     // ------------------------------------------------------------ pending
 
-    pub(crate) fn insert_pending(&self, id: RequestId, tx: oneshot::Sender<Outcome>) {
-        lock(&self.pending).insert(id, tx);
+    /// Registers a request. `resend` is its frame when it is safe to send
+    /// again after a reconnect.
+    pub(crate) fn insert_pending(
+        &self,
+        id: RequestId,
+        tx: oneshot::Sender<Outcome>,
+        resend: Option<WsMessage>,
+    ) {
+        lock(&self.pending).insert(
+            id,
+            Pending {
+                tx,
+                resend,
+                sent_on: None,
+            },
+        );
+    }
+
+    /// Notes that a request was written to connection `generation`.
+    pub(crate) fn mark_sent(&self, id: &RequestId, generation: u64) {
+        if let Some(p) = lock(&self.pending).get_mut(id) {
+            p.sent_on = Some(generation);
+        }
     }
 
     /// Removes a pending request; `Some` means it had not been answered yet.
     pub(crate) fn take_pending(&self, id: &RequestId) -> Option<oneshot::Sender<Outcome>> {
-        lock(&self.pending).remove(id)
+        lock(&self.pending).remove(id).map(|p| p.tx)
     }
 
     /// Completes a pending request. Returns `false` when none had that id.
@@ -98,9 +172,46 @@ impl Shared {
     /// Fails every pending request with `Closed`.
     pub(crate) fn fail_all_pending(&self) {
         let drained: Vec<_> = lock(&self.pending).drain().collect();
-        for (_, tx) in drained {
-            let _ = tx.send(Err(ClientError::Closed));
+        for (_, p) in drained {
+            let _ = p.tx.send(Err(ClientError::Closed));
         }
+    }
+
+    /// The socket of connection `generation` was lost: requests written to
+    /// it that are not safe to retry fail with `ConnectionLost`; the others
+    /// stay pending, to be sent again by the next connection. Requests not
+    /// written yet are still queued and unaffected.
+    pub(crate) fn connection_lost(&self, generation: u64) {
+        let gone: Vec<Pending> = {
+            let mut pending = lock(&self.pending);
+            let ids: Vec<RequestId> = pending
+                .iter()
+                .filter(|(_, p)| {
+                    p.resend.is_none() && matches!(p.sent_on, Some(g) if g <= generation)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        // Completing happens outside the lock.
+        for p in gone {
+            let _ = p.tx.send(Err(ClientError::ConnectionLost));
+        }
+    }
+
+    /// The frames of retry-safe requests written to an earlier connection,
+    /// now marked as written to `generation` (the caller writes them).
+    pub(crate) fn take_resends(&self, generation: u64) -> Vec<(RequestId, WsMessage)> {
+        let mut out = Vec::new();
+        for (id, p) in lock(&self.pending).iter_mut() {
+            if matches!(p.sent_on, Some(g) if g < generation) {
+                if let Some(frame) = &p.resend {
+                    out.push((id.clone(), frame.clone()));
+                    p.sent_on = Some(generation);
+                }
+            }
+        }
+        out
     }
 
     // ------------------------------------------------------------ notifications
@@ -118,10 +229,22 @@ impl Shared {
     }
 
     /// Delivers a notification to `notifications()` receivers and to the
-    /// room of its topic.
+    /// room of its topic. A room delivery at or before the room's last
+    /// position in the same epoch is a duplicate (a replay overlapping what
+    /// arrived before the cut) and is dropped.
     pub(crate) fn deliver(&self, n: Notification) {
         if let Some(topic) = n.topic.as_deref() {
-            if let Some(room) = lock(&self.rooms).get(topic) {
+            let mut rooms = lock(&self.rooms);
+            if let Some(room) = rooms.get_mut(topic) {
+                if let (Some(offset), Some(epoch)) = (n.offset, n.epoch.as_deref()) {
+                    if let Some((last_epoch, last)) = &room.position {
+                        if last_epoch == epoch && offset <= *last {
+                            tracing::trace!(topic, offset, "duplicate room delivery dropped");
+                            return;
+                        }
+                    }
+                    room.position = Some((epoch.to_owned(), offset));
+                }
                 // No live receiver is not an error.
                 let _ = room.tx.send(n.clone());
             }
@@ -142,7 +265,14 @@ impl Shared {
             return (room.tx.subscribe(), false);
         }
         let (tx, rx) = broadcast::channel(self.room_capacity);
-        rooms.insert(topic.to_owned(), Room { tx, subscribers: 1 });
+        rooms.insert(
+            topic.to_owned(),
+            Room {
+                tx,
+                subscribers: 1,
+                position: None,
+            },
+        );
         (rx, true)
     }
 
@@ -162,12 +292,25 @@ impl Shared {
         }
     }
 
-    /// The rooms this client is subscribed to (what a reconnect re-joins).
+    /// The rooms this client is subscribed to (what a fresh session re-joins).
     pub(crate) fn room_names(&self) -> Vec<String> {
         lock(&self.rooms).keys().cloned().collect()
     }
 
-    // ------------------------------------------------------------ welcome and state
+    /// `{"room": {"offset": n, "epoch": "e"}}` for every room with a
+    /// delivery: the `since` of a recovery.
+    pub(crate) fn positions(&self) -> Value {
+        let rooms = lock(&self.rooms);
+        let mut map = Map::new();
+        for (topic, room) in rooms.iter() {
+            if let Some((epoch, offset)) = &room.position {
+                map.insert(topic.clone(), json!({ "offset": offset, "epoch": epoch }));
+            }
+        }
+        Value::Object(map)
+    }
+
+    // ------------------------------------------------------------ session
 
     pub(crate) fn set_welcome(&self, w: Welcome) {
         *lock(&self.welcome) = Some(w);
@@ -176,6 +319,83 @@ impl Shared {
     pub(crate) fn welcome(&self) -> Option<Welcome> {
         lock(&self.welcome).clone()
     }
+
+    pub(crate) fn set_token(&self, token: Option<Token>) {
+        *lock(&self.token) = token;
+    }
+
+    /// The recovery token, when it has not expired.
+    pub(crate) fn valid_token(&self) -> Option<String> {
+        lock(&self.token)
+            .as_ref()
+            .filter(|t| t.expires > Instant::now())
+            .map(|t| t.token.clone())
+    }
+
+    pub(crate) fn set_recovery_available(&self, yes: bool) {
+        *lock(&self.recovery_available) = Some(yes);
+    }
+
+    pub(crate) fn recovery_available(&self) -> Option<bool> {
+        *lock(&self.recovery_available)
+    }
+
+    pub(crate) fn set_name(&self, name: Option<String>) {
+        *lock(&self.name) = name;
+    }
+
+    pub(crate) fn name(&self) -> Option<String> {
+        lock(&self.name).clone()
+    }
+
+    // ------------------------------------------------------------ reliable delivery
+
+    pub(crate) fn expect_ack(&self, ack_id: String) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.acks).insert(ack_id, tx);
+        rx
+    }
+
+    pub(crate) fn forget_ack(&self, ack_id: &str) {
+        lock(&self.acks).remove(ack_id);
+    }
+
+    /// The server acknowledged one of our reliable notifications.
+    pub(crate) fn acked(&self, ack_id: &str) {
+        if let Some(tx) = lock(&self.acks).remove(ack_id) {
+            let _ = tx.send(());
+        }
+    }
+
+    /// `true` the first time a reliable notification's `ackId` is seen.
+    pub(crate) fn first_time(&self, ack_id: &str) -> bool {
+        lock(&self.seen_acks).first_time(ack_id)
+    }
+
+    // ------------------------------------------------------------ events
+
+    pub(crate) fn emit(&self, event: ClientEvent) {
+        tracing::debug!(?event, "client event");
+        if let Some(tx) = lock(&self.events).as_ref() {
+            let _ = tx.send(event);
+        }
+    }
+
+    pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<ClientEvent> {
+        if let Some(first) = lock(&self.first_events).take() {
+            return first;
+        }
+        match lock(&self.events).as_ref() {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(1);
+                drop(tx);
+                rx
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ state
 
     pub(crate) fn state(&self) -> LinkState {
         self.state.borrow().clone()
@@ -188,7 +408,7 @@ impl Shared {
     /// Marks the link as closing unless it is closed already.
     pub(crate) fn set_closing(&self) {
         self.state.send_if_modified(|s| {
-            if *s == LinkState::Open {
+            if matches!(s, LinkState::Open | LinkState::Reconnecting) {
                 *s = LinkState::Closing;
                 true
             } else {
@@ -197,12 +417,35 @@ impl Shared {
         });
     }
 
-    /// Marks the link closed: fails pending requests and ends every
-    /// notification and room receiver once it has drained.
+    /// Moves between `Open` and `Reconnecting`; never out of `Closing` or
+    /// `Closed`.
+    pub(crate) fn set_connected(&self, connected: bool) {
+        let next = if connected {
+            LinkState::Open
+        } else {
+            LinkState::Reconnecting
+        };
+        self.state.send_if_modified(|s| {
+            if matches!(s, LinkState::Open | LinkState::Reconnecting) && *s != next {
+                *s = next;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Marks the client closed: fails pending requests and ends every
+    /// notification, room and event receiver once it has drained (after a
+    /// last [`ClientEvent::Closed`]).
     pub(crate) fn set_closed(&self, info: crate::CloseInfo) {
-        self.state.send_replace(LinkState::Closed(info));
+        self.state.send_replace(LinkState::Closed(info.clone()));
         self.fail_all_pending();
+        lock(&self.acks).clear();
         lock(&self.notifications).take();
         lock(&self.rooms).clear();
+        self.emit(ClientEvent::Closed(info));
+        lock(&self.events).take();
+        lock(&self.first_events).take();
     }
 }
