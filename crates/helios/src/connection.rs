@@ -140,7 +140,9 @@ impl Connection {
         }
     }
 
-    pub(crate) fn helios(&self) -> Option<crate::helios::Helios> {
+    /// The server this connection belongs to (`None` once the server is
+    /// gone), e.g. to broadcast from a hook that only gets the connection.
+    pub fn helios(&self) -> Option<crate::helios::Helios> {
         self.inner.helios.upgrade()
     }
 

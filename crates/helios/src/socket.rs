@@ -103,7 +103,12 @@ pub(crate) async fn drive<S>(
         }
         conn.finish_recovery(&last);
     }
-    helios.run_connect_hooks(&conn).await;
+    // Connect hooks run beside the reader, not before it: a hook may call
+    // the client (`conn.request`), whose answer the reader must be free to read.
+    let connect_hooks = {
+        let (helios, conn) = (helios.clone(), conn.clone());
+        tokio::spawn(async move { helios.run_connect_hooks(&conn).await })
+    };
 
     let mut reader = Reader {
         helios: helios.clone(),
@@ -131,6 +136,9 @@ pub(crate) async fn drive<S>(
     conn.fail_pending();
     conn.close(CloseCode::Normal); // no-op when a code is already set
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // Disconnect hooks run after the connect hooks are done (a hook still
+    // waiting on the client now sees CONNECTION_CLOSED and ends).
+    let _ = tokio::time::timeout(helios.config().request_timeout, connect_hooks).await;
     helios.run_disconnect_hooks(&conn).await;
 }
 

@@ -306,7 +306,16 @@ async fn notification_handlers_hooks_and_direct_sends() {
     let s = Server::start(helios.clone()).await;
     let mut c = Raw::connect(&s.url()).await;
     let id = c.welcome["starlingId"].as_str().expect("id").to_owned();
-    assert_eq!(c.call("app:greeted", json!({})).await["data"], true);
+    // The connect hook runs beside the first messages: it has run soon.
+    let mut greeted = Value::Null;
+    for _ in 0..100 {
+        greeted = c.call("app:greeted", json!({})).await["data"].clone();
+        if greeted == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(greeted, true);
     c.send_json(&notification("chat:message", json!({"text": "hi"})))
         .await;
     eventually("notification handled", || seen.lock().len() == 1).await;
@@ -438,4 +447,32 @@ async fn graceful_shutdown_finishes_in_flight_requests_then_closes_1001() {
         .await
         .expect("serve returned");
     assert!(res.expect("join").is_ok());
+}
+
+/// The first Helios' pattern: ask each new client for its manifest from the
+/// connect hook.
+#[tokio::test]
+async fn a_connect_hook_can_call_the_client() {
+    let manifests = Arc::new(parking_lot::Mutex::new(Vec::<Value>::new()));
+    let m = manifests.clone();
+    let helios = Helios::builder()
+        .on_connect(move |conn| {
+            let m = m.clone();
+            async move {
+                if let Ok(manifest) = conn.request("client:manifest", json!({})).await {
+                    m.lock().push(manifest);
+                }
+            }
+        })
+        .build();
+    let s = Server::start(helios).await;
+    let _client = starling::Client::builder(s.url())
+        .method("client:manifest", |_: Value| async move {
+            Ok::<_, starling::MethodError>(json!({"name": "billing", "methods": ["billing:charge"]}))
+        })
+        .connect()
+        .await
+        .expect("connect");
+    eventually("manifest received", || manifests.lock().len() == 1).await;
+    assert_eq!(manifests.lock()[0]["name"], "billing");
 }
