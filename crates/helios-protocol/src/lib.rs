@@ -27,6 +27,19 @@ mod codec;
 mod error;
 mod message;
 mod method;
+mod reliable;
+
+/// Topics of the notifications the protocol itself uses.
+pub mod topic {
+    /// The first notification after the upgrade.
+    pub const WELCOME: &str = "helios:welcome";
+    /// An error not tied to a readable request.
+    pub const ERROR: &str = "helios:error";
+    /// Cancels an in-flight request, both ways.
+    pub const CANCEL: &str = "helios:cancel";
+    /// Acknowledges a reliable notification, both ways.
+    pub const ACK: &str = "helios:ack";
+}
 
 pub use codec::{Codec, EncodeError, Encoding, FrameType, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
 pub use error::{CloseCode, DecodeError, DecodeErrorKind, ErrorBody, ErrorCode};
@@ -36,3 +49,4 @@ pub use message::{
 pub use method::{
     MAX_METHOD_LEN, MethodNameError, ParseMode, RESERVED_NAMESPACES, is_reserved, namespace_of,
 };
+pub use reliable::{Retry, SeenIds};

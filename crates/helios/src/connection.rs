@@ -23,11 +23,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Topic of the notification that cancels an in-flight request, both ways.
-pub const CANCEL_TOPIC: &str = "helios:cancel";
+pub const CANCEL_TOPIC: &str = helios_protocol::topic::CANCEL;
 /// Topic of the notification that reports an error not tied to a request.
-pub const ERROR_TOPIC: &str = "helios:error";
+pub const ERROR_TOPIC: &str = helios_protocol::topic::ERROR;
 /// Topic of the first notification after the upgrade.
-pub const WELCOME_TOPIC: &str = "helios:welcome";
+pub const WELCOME_TOPIC: &str = helios_protocol::topic::WELCOME;
 
 /// Why a send to a connection failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -8,9 +8,10 @@
 //!   resent with the same `requestId`; the client answers a copy it already
 //!   answered with the same response and ignores a copy it is still working on.
 
-use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
+pub use helios_protocol::Retry;
+pub(crate) use helios_protocol::SeenIds;
 use helios_protocol::{ErrorBody, ErrorCode, Message, Notification, Request};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -18,76 +19,7 @@ use tokio::sync::oneshot;
 use crate::connection::Connection;
 
 /// Topic of the acknowledgement of a reliable notification.
-pub const ACK_TOPIC: &str = "helios:ack";
-
-/// When to resend: after `first_delay`, then twice as long each time, at
-/// most `max_attempts` sends in all.
-///
-/// ```
-/// let r = helios::Retry::default();
-/// assert_eq!(r.max_attempts, 5);
-/// assert_eq!(r.delay(0), std::time::Duration::from_millis(500));
-/// assert_eq!(r.delay(2), std::time::Duration::from_millis(2000));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retry {
-    /// Wait before the first resend.
-    pub first_delay: Duration,
-    /// Sends in all, the first included.
-    pub max_attempts: u32,
-    /// Longest wait between two sends.
-    pub max_delay: Duration,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Self {
-            first_delay: Duration::from_millis(500),
-            max_attempts: 5,
-            max_delay: Duration::from_secs(8),
-        }
-    }
-}
-
-impl Retry {
-    /// The wait after send number `attempt` (0-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt).unwrap_or(u32::MAX);
-        self.first_delay.saturating_mul(factor).min(self.max_delay)
-    }
-}
-
-/// Ids recently seen by a receiver, to drop duplicates (bounded).
-pub(crate) struct SeenIds {
-    order: VecDeque<String>,
-    set: HashSet<String>,
-    cap: usize,
-}
-
-impl SeenIds {
-    pub(crate) fn new(cap: usize) -> Self {
-        Self {
-            order: VecDeque::new(),
-            set: HashSet::new(),
-            cap,
-        }
-    }
-
-    /// `true` the first time an id is seen.
-    pub(crate) fn first_time(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
-            return false;
-        }
-        if self.order.len() == self.cap
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        self.order.push_back(id.to_owned());
-        self.set.insert(id.to_owned());
-        true
-    }
-}
+pub const ACK_TOPIC: &str = helios_protocol::topic::ACK;
 
 pub(crate) fn ack_for(ack_id: &str) -> Notification {
     Notification::new(Some(ACK_TOPIC.to_owned()), json!({ "ackId": ack_id }))
