@@ -95,19 +95,36 @@ async fn bucket(
     {
         return Ok(store);
     }
-    tokio::time::timeout(
-        OP_TIMEOUT,
-        js.create_key_value(kv::Config {
-            bucket: name.clone(),
-            history: 1,
-            max_age,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        }),
-    )
-    .await
-    .map_err(|_| unavailable("kv bucket create timed out"))?
-    .map_err(|e| backend(format!("kv bucket {name}: {e}")))
+    // The KV stream by hand, as `create_key_value` would make it: that
+    // call first reads the account info, which older servers (2.9) answer
+    // in a shape the client does not parse.
+    let dup = if max_age.is_zero() {
+        Duration::from_secs(120)
+    } else {
+        max_age.min(Duration::from_secs(120))
+    };
+    let config = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        duplicate_window: dup,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    tokio::time::timeout(OP_TIMEOUT * 2, js.get_or_create_stream(config))
+        .await
+        .map_err(|_| unavailable("kv bucket create timed out"))?
+        .map_err(|e| backend(format!("kv bucket {name}: {e}")))?;
+    tokio::time::timeout(OP_TIMEOUT, js.get_key_value(name.clone()))
+        .await
+        .map_err(|_| unavailable("kv bucket open timed out"))?
+        .map_err(|e| backend(format!("kv bucket {name}: {e}")))
 }
 
 /// Runs one KV operation with the bounded wait every call has.
