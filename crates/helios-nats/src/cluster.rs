@@ -30,10 +30,11 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// A key or token NATS accepts for any string: lowercase hex.
 fn hex(s: &str) -> String {
     use std::fmt::Write;
-    s.bytes().fold(String::with_capacity(s.len() * 2), |mut o, b| {
-        let _ = write!(o, "{b:02x}");
-        o
-    })
+    s.bytes()
+        .fold(String::with_capacity(s.len() * 2), |mut o, b| {
+            let _ = write!(o, "{b:02x}");
+            o
+        })
 }
 
 struct Buckets {
@@ -91,8 +92,7 @@ async fn bucket(
     name: String,
     max_age: Duration,
 ) -> Result<kv::Store, BrokerError> {
-    if let Ok(Ok(store)) = tokio::time::timeout(OP_TIMEOUT, js.get_key_value(name.clone())).await
-    {
+    if let Ok(Ok(store)) = tokio::time::timeout(OP_TIMEOUT, js.get_key_value(name.clone())).await {
         return Ok(store);
     }
     // The KV stream by hand, as `create_key_value` would make it: that
@@ -510,6 +510,9 @@ impl NodeBus for NatsCluster {
                 .subscribe(self.subject(&self.node_id))
                 .await
                 .map_err(unavailable)?;
+            // The server has the subscription before `start` returns
+            // (PING/PONG): requests may come at once.
+            op(client.flush()).await?;
             let _ = self.state.set(buckets.clone());
             let reply_client = client.clone();
             let listener = tokio::spawn(async move {
@@ -551,17 +554,34 @@ impl NodeBus for NatsCluster {
         Box::pin(async move {
             let b = self.buckets()?;
             let bytes = Bytes::from(body.to_string());
-            let answer = tokio::time::timeout(timeout, b.client.request(self.subject(node), bytes))
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut retries = 0;
+            loop {
+                let answer = tokio::time::timeout_at(
+                    deadline,
+                    b.client.request(self.subject(node), bytes.clone()),
+                )
                 .await
                 .map_err(|_| BusError::Timeout)?;
-            match answer {
-                Ok(msg) => serde_json::from_slice(&msg.payload)
-                    .map_err(|e| BusError::Broker(backend(format!("node answer: {e}")))),
-                Err(e) => match e.kind() {
-                    async_nats::RequestErrorKind::NoResponders => Err(BusError::NoSuchNode),
-                    async_nats::RequestErrorKind::TimedOut => Err(BusError::Timeout),
-                    _ => Err(BusError::Broker(unavailable(e))),
-                },
+                return match answer {
+                    Ok(msg) => serde_json::from_slice(&msg.payload)
+                        .map_err(|e| BusError::Broker(backend(format!("node answer: {e}")))),
+                    Err(e) => match e.kind() {
+                        async_nats::RequestErrorKind::NoResponders => {
+                            // A node that just started may not be
+                            // subscribed yet: retry briefly while its
+                            // heartbeat says it is alive.
+                            if retries < 10 && Self::alive(b, node).await.unwrap_or(false) {
+                                retries += 1;
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                            Err(BusError::NoSuchNode)
+                        }
+                        async_nats::RequestErrorKind::TimedOut => Err(BusError::Timeout),
+                        _ => Err(BusError::Broker(unavailable(e))),
+                    },
+                };
             }
         })
     }
@@ -624,7 +644,8 @@ async fn heartbeat(
             for (name, id) in &m.names {
                 let _ = tokio::time::timeout(
                     OP_TIMEOUT,
-                    b.names.create(hex(name), Bytes::from(format!("{node} {id}"))),
+                    b.names
+                        .create(hex(name), Bytes::from(format!("{node} {id}"))),
                 )
                 .await;
             }

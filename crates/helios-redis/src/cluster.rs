@@ -255,10 +255,10 @@ impl PresenceStore for RedisCluster {
         member: Value,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
-            self.mirror.lock().presence.insert(
-                (topic.to_owned(), conn_id.to_owned()),
-                member.clone(),
-            );
+            self.mirror
+                .lock()
+                .presence
+                .insert((topic.to_owned(), conn_id.to_owned()), member.clone());
             let mut conn = self.conn()?;
             let _: () = conn
                 .hset(
@@ -431,7 +431,11 @@ impl SessionStore for RedisCluster {
                 .map_err(|e| BrokerError::Backend(format!("snapshot: {e}")))?;
             let mut conn = self.conn()?;
             let _: () = conn
-                .pset_ex(self.names().session(&snapshot.starling_id), json, ttl_ms(ttl))
+                .pset_ex(
+                    self.names().session(&snapshot.starling_id),
+                    json,
+                    ttl_ms(ttl),
+                )
                 .await
                 .map_err(|e| map_err(&e))?;
             Ok(())
@@ -487,7 +491,15 @@ impl NodeBus for RedisCluster {
                 .pset_ex(names.alive(&self.node_id), 1, ttl_ms(self.node_ttl))
                 .await
                 .map_err(|e| map_err(&e))?;
-            let pubsub = connect_pubsub(&self.client).await?;
+            let mut pubsub = connect_pubsub(&self.client).await?;
+            // Subscribed before `start` returns: requests may come at once.
+            tokio::time::timeout(
+                SUBSCRIBE_TIMEOUT,
+                pubsub.subscribe(names.node_channel(&self.node_id)),
+            )
+            .await
+            .map_err(|_| BrokerError::Unavailable("redis: subscribe timed out".to_owned()))?
+            .map_err(|e| map_err(&e))?;
             let hb = tokio::spawn(heartbeat(
                 conn.clone(),
                 names.clone(),
@@ -643,7 +655,8 @@ async fn resync(
     }
     for (name, id) in held {
         // Only where nobody took it meanwhile.
-        pipe.set_nx(names.name(&name), format!("{node} {id}")).ignore();
+        pipe.set_nx(names.name(&name), format!("{node} {id}"))
+            .ignore();
     }
     pipe.query_async::<()>(conn).await
 }
@@ -664,10 +677,10 @@ async fn listen(
     let mut next = Some(first);
     let mut backoff = BACKOFF_MIN;
     loop {
-        let mut pubsub = match next.take() {
-            Some(p) => p,
+        let (mut pubsub, subscribed) = match next.take() {
+            Some(p) => (p, true),
             None => match connect_pubsub(&client).await {
-                Ok(p) => p,
+                Ok(p) => (p, false),
                 Err(e) => {
                     tracing::debug!(error = %e, "node channel reconnect failed");
                     tokio::time::sleep(backoff).await;
@@ -676,13 +689,16 @@ async fn listen(
                 }
             },
         };
-        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, pubsub.subscribe(&channel)).await {
-            Ok(Ok(())) => backoff = BACKOFF_MIN,
-            _ => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
+        if subscribed {
+            backoff = BACKOFF_MIN;
+        } else if let Ok(Ok(())) =
+            tokio::time::timeout(SUBSCRIBE_TIMEOUT, pubsub.subscribe(&channel)).await
+        {
+            backoff = BACKOFF_MIN;
+        } else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
         }
         let mut stream = pubsub.into_on_message();
         while let Some(msg) = stream.next().await {

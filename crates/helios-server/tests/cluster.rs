@@ -214,7 +214,10 @@ async fn raw(node: &support::Node) -> support::TcpClient {
 }
 
 fn id_of(c: &support::TcpClient) -> String {
-    c.welcome["starlingId"].as_str().expect("starlingId").to_owned()
+    c.welcome["starlingId"]
+        .as_str()
+        .expect("starlingId")
+        .to_owned()
 }
 
 /// Reads frames until one matches (bounded by the support timeout).
@@ -311,7 +314,9 @@ async fn presence_relay_and_names(broker: &str) {
     }
 
     // Presence on C lists the members of A and B.
-    let p = carol.call("helios:presence", json!({ "topic": room })).await;
+    let p = carol
+        .call("helios:presence", json!({ "topic": room }))
+        .await;
     let mut want = vec![alice_id.clone(), bob_id.clone()];
     want.sort();
     assert_eq!(presence_ids(&p), want, "{p}");
@@ -325,7 +330,9 @@ async fn presence_relay_and_names(broker: &str) {
     assert!(names.contains(&"alice") && names.contains(&"bob"), "{p}");
 
     // Names are cluster-wide: first wins.
-    let r = carol.call("helios:identify", json!({ "name": "alice" })).await;
+    let r = carol
+        .call("helios:identify", json!({ "name": "alice" }))
+        .await;
     assert_eq!(error_code(&r), "NAME_TAKEN", "{r}");
 
     // Relay by name, C → bob on B: the answer comes back under C's id.
@@ -342,9 +349,11 @@ async fn presence_relay_and_names(broker: &str) {
     assert_eq!(req["payload"], json!({"x": 1}));
     assert_eq!(req["peer"]["id"], carol_id.as_str(), "{req}");
     let rid = req["requestId"].as_str().expect("requestId").to_owned();
-    bob.send_json(&json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
-        "type": "response", "requestId": rid, "success": true, "data": {"sum": 2}}))
-        .await;
+    bob.send_json(
+        &json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
+        "type": "response", "requestId": rid, "success": true, "data": {"sum": 2}}),
+    )
+    .await;
     let r = response(&mut carol, &id).await;
     assert_eq!(r["success"], true, "{r}");
     assert_eq!(r["data"], json!({"sum": 2}));
@@ -361,9 +370,11 @@ async fn presence_relay_and_names(broker: &str) {
     let req = expect_frame(&mut alice, "relayed request", |v| v["type"] == "request").await;
     let rid = req["requestId"].as_str().expect("requestId").to_owned();
     alice
-        .send_json(&json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
+        .send_json(
+            &json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
             "type": "response", "requestId": rid, "success": false,
-            "error": {"code": "DIVISION_BY_ZERO", "message": "no"}}))
+            "error": {"code": "DIVISION_BY_ZERO", "message": "no"}}),
+        )
         .await;
     let r = response(&mut carol, &id).await;
     assert_eq!(error_code(&r), "DIVISION_BY_ZERO", "{r}");
@@ -439,7 +450,9 @@ async fn presence_relay_and_names(broker: &str) {
     drop(alice);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let r = carol.call("helios:identify", json!({ "name": "alice" })).await;
+        let r = carol
+            .call("helios:identify", json!({ "name": "alice" }))
+            .await;
         if r["success"] == true {
             break;
         }
@@ -449,7 +462,9 @@ async fn presence_relay_and_names(broker: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let p = carol.call("helios:presence", json!({ "topic": room })).await;
+    let p = carol
+        .call("helios:presence", json!({ "topic": room }))
+        .await;
     assert_eq!(presence_ids(&p), vec![bob_id.clone()], "{p}");
     // The name moved to carol: relay by name now reaches her from B.
     let id = send_req(
@@ -463,8 +478,10 @@ async fn presence_relay_and_names(broker: &str) {
     let req = expect_frame(&mut carol, "relayed request", |v| v["type"] == "request").await;
     let rid = req["requestId"].as_str().expect("requestId").to_owned();
     carol
-        .send_json(&json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
-            "type": "response", "requestId": rid, "success": true, "data": "carol"}))
+        .send_json(
+            &json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
+            "type": "response", "requestId": rid, "success": true, "data": "carol"}),
+        )
         .await;
     let r = response(&mut bob, &id).await;
     assert_eq!(r["data"], "carol", "{r}");
@@ -580,9 +597,11 @@ async fn recovery_on_another_node(broker: &str) {
     .await;
     let req = expect_frame(&mut y, "relayed request", |v| v["type"] == "request").await;
     let rid = req["requestId"].as_str().expect("requestId").to_owned();
-    y.send_json(&json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
-        "type": "response", "requestId": rid, "success": true, "data": "rex"}))
-        .await;
+    y.send_json(
+        &json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
+        "type": "response", "requestId": rid, "success": true, "data": "rex"}),
+    )
+    .await;
     assert_eq!(response(&mut publisher, &id).await["data"], "rex");
 
     // A token of a session still live on A is refused on B.
@@ -610,15 +629,19 @@ async fn node_kill(broker: &str) {
     let mut kate = raw(&b).await;
     let kate_id = id_of(&kate);
     assert_eq!(
-        kate.call("helios:subscribe", json!({ "topic": room })).await["success"],
+        kate.call("helios:subscribe", json!({ "topic": room }))
+            .await["success"],
         true
     );
     assert_eq!(
-        kate.call("helios:identify", json!({ "name": "kate" })).await["success"],
+        kate.call("helios:identify", json!({ "name": "kate" }))
+            .await["success"],
         true
     );
     let mut watcher = raw(&a).await;
-    let p = watcher.call("helios:presence", json!({ "topic": room })).await;
+    let p = watcher
+        .call("helios:presence", json!({ "topic": room }))
+        .await;
     assert_eq!(presence_ids(&p), vec![kate_id.clone()], "{p}");
 
     b.child.kill().expect("SIGKILL node B");
@@ -626,8 +649,12 @@ async fn node_kill(broker: &str) {
     let killed = tokio::time::Instant::now();
     let limit = NODE_TTL + Duration::from_secs(3);
     loop {
-        let p = watcher.call("helios:presence", json!({ "topic": room })).await;
-        let r = watcher.call("helios:identify", json!({ "name": "kate" })).await;
+        let p = watcher
+            .call("helios:presence", json!({ "topic": room }))
+            .await;
+        let r = watcher
+            .call("helios:identify", json!({ "name": "kate" }))
+            .await;
         if presence_ids(&p).is_empty() && r["success"] == true {
             break;
         }
@@ -761,7 +788,9 @@ async fn broker_restart(kind: &str) {
             let got = tokio::time::timeout(Duration::from_secs(2), async {
                 loop {
                     let v = sub.next_json().await;
-                    if v["notification"]["topic"] == room && v["notification"]["data"].as_u64() >= Some(101) {
+                    if v["notification"]["topic"] == room
+                        && v["notification"]["data"].as_u64() >= Some(101)
+                    {
                         return v;
                     }
                 }
@@ -780,7 +809,9 @@ async fn broker_restart(kind: &str) {
     assert!(delivered["notification"]["data"].as_u64() > Some(100));
     // Presence is written again (Redis lost it; NATS kept it).
     loop {
-        let p = publisher.call("helios:presence", json!({ "topic": room })).await;
+        let p = publisher
+            .call("helios:presence", json!({ "topic": room }))
+            .await;
         if presence_ids(&p) == vec![sub_id.clone()] {
             break;
         }

@@ -456,6 +456,238 @@ macro_rules! broker_contract_tests {
     };
 }
 
+// ---------------------------------------------------------------------------
+// The cluster capabilities: presence, directory, names, node bus, sessions
+// ---------------------------------------------------------------------------
+
+/// Makes cluster nodes for the cluster contract. Two nodes made with the
+/// same namespace share one backend.
+pub trait ClusterFactory: Send + Sync {
+    /// A new, not yet started node in `namespace`.
+    fn make<'a>(
+        &'a self,
+        namespace: &'a str,
+        node_ttl: Duration,
+    ) -> BoxFuture<'a, Arc<dyn crate::Cluster>>;
+    /// Removes what the namespace left behind.
+    fn cleanup<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// Answers `{"echo": body}`, or sleeps `body.sleep` ms first.
+struct Echo;
+
+impl crate::NodeHandler for Echo {
+    fn handle(&self, body: serde_json::Value) -> BoxFuture<'static, serde_json::Value> {
+        Box::pin(async move {
+            if let Some(ms) = body.get("sleep").and_then(serde_json::Value::as_u64) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            json!({ "echo": body })
+        })
+    }
+}
+
+fn cluster_ns(case: &str) -> String {
+    format!(
+        "hc{case}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+async fn cluster_node(f: &dyn ClusterFactory, ns: &str, ttl: Duration) -> Arc<dyn crate::Cluster> {
+    let c = f.make(ns, ttl).await;
+    crate::NodeBus::start(&*c, Arc::new(Echo))
+        .await
+        .unwrap_or_else(|e| panic!("cluster node start failed: {e}"));
+    c
+}
+
+fn ids(members: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = members
+        .iter()
+        .filter_map(|m| m["starlingId"].as_str().map(str::to_owned))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Presence entries of two nodes are seen by both; removal is seen.
+pub async fn cluster_presence(f: &dyn ClusterFactory) {
+    use crate::PresenceStore;
+    let ns = cluster_ns("p");
+    let a = cluster_node(f, &ns, Duration::from_secs(10)).await;
+    let b = cluster_node(f, &ns, Duration::from_secs(10)).await;
+    a.add("room:1", "c1", json!({"starlingId": "c1"}))
+        .await
+        .expect("add");
+    b.add("room:1", "c2", json!({"starlingId": "c2", "name": "n2"}))
+        .await
+        .expect("add");
+    b.add("room:2", "c2", json!({"starlingId": "c2"}))
+        .await
+        .expect("add");
+    for n in [&a, &b] {
+        let m = n.members("room:1").await.expect("members");
+        assert_eq!(ids(&m), vec!["c1", "c2"]);
+    }
+    a.remove("room:1", "c1").await.expect("remove");
+    assert_eq!(
+        ids(&b.members("room:1").await.expect("members")),
+        vec!["c2"]
+    );
+    assert!(b.members("room:none").await.expect("members").is_empty());
+    f.cleanup(&ns).await;
+}
+
+/// Names: first wins across nodes, the holder may claim again, release
+/// frees it; the directory locates a connection's node.
+pub async fn cluster_names_and_directory(f: &dyn ClusterFactory) {
+    use crate::{NodeBus, PeerDirectory};
+    let ns = cluster_ns("n");
+    let a = cluster_node(f, &ns, Duration::from_secs(10)).await;
+    let b = cluster_node(f, &ns, Duration::from_secs(10)).await;
+    assert!(a.claim_name("svc", "c1").await.expect("claim"));
+    assert!(
+        !b.claim_name("svc", "c2").await.expect("claim"),
+        "first wins"
+    );
+    assert!(
+        a.claim_name("svc", "c1").await.expect("claim"),
+        "holder again"
+    );
+    let loc = b.resolve_name("svc").await.expect("resolve").expect("held");
+    assert_eq!(loc.conn_id, "c1");
+    assert_eq!(loc.node_id, NodeBus::node_id(&*a));
+    a.release_name("svc", "c2").await.expect("release");
+    assert!(
+        b.resolve_name("svc").await.expect("resolve").is_some(),
+        "not the holder"
+    );
+    a.release_name("svc", "c1").await.expect("release");
+    assert!(b.resolve_name("svc").await.expect("resolve").is_none());
+    assert!(b.claim_name("svc", "c2").await.expect("claim"));
+
+    a.register("c1").await.expect("register");
+    assert_eq!(
+        b.locate("c1").await.expect("locate").as_deref(),
+        Some(NodeBus::node_id(&*a))
+    );
+    assert_eq!(b.locate("c404").await.expect("locate"), None);
+    a.unregister("c1").await.expect("unregister");
+    assert_eq!(b.locate("c1").await.expect("locate"), None);
+    f.cleanup(&ns).await;
+}
+
+/// Request/reply between nodes; an unknown node is `NoSuchNode`, a slow
+/// answer `Timeout`.
+pub async fn cluster_bus(f: &dyn ClusterFactory) {
+    use crate::{BusError, NodeBus};
+    let ns = cluster_ns("b");
+    let a = cluster_node(f, &ns, Duration::from_secs(10)).await;
+    let b = cluster_node(f, &ns, Duration::from_secs(10)).await;
+    let to = NodeBus::node_id(&*b).to_owned();
+    let v = a
+        .request(&to, json!({"x": 1}), Duration::from_secs(3))
+        .await
+        .expect("request");
+    assert_eq!(v, json!({"echo": {"x": 1}}));
+    let e = a
+        .request("nosuchnode", json!({}), Duration::from_secs(3))
+        .await;
+    assert_eq!(e, Err(BusError::NoSuchNode));
+    let e = a
+        .request(&to, json!({"sleep": 1500}), Duration::from_millis(300))
+        .await;
+    assert_eq!(e, Err(BusError::Timeout));
+    a.send(&to, json!({"one": "way"})).await.expect("send");
+    f.cleanup(&ns).await;
+}
+
+/// A snapshot saved on one node is taken on another, once; it expires.
+pub async fn cluster_sessions(f: &dyn ClusterFactory) {
+    use crate::session::{SessionSnapshot, SessionStore};
+    let ns = cluster_ns("s");
+    let a = cluster_node(f, &ns, Duration::from_secs(10)).await;
+    let b = cluster_node(f, &ns, Duration::from_secs(10)).await;
+    let snap = |id: &str| SessionSnapshot {
+        starling_id: id.to_owned(),
+        data: [("k".to_owned(), json!(1))].into_iter().collect(),
+        rooms: vec![(
+            "room:1".to_owned(),
+            StreamPosition {
+                offset: 3,
+                epoch: "e".into(),
+            },
+        )],
+        name: Some("n".into()),
+        user: None,
+        token: None,
+    };
+    a.save(snap("s1"), Duration::from_secs(60))
+        .await
+        .expect("save");
+    assert_eq!(b.take("s1").await.expect("take"), Some(snap("s1")));
+    assert_eq!(a.take("s1").await.expect("take"), None, "taken once");
+    a.save(snap("s2"), Duration::from_millis(1000))
+        .await
+        .expect("save");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(b.take("s2").await.expect("take"), None, "expired");
+    f.cleanup(&ns).await;
+}
+
+/// A node that stops (as a crash would) loses its presence entries, names
+/// and directory entries within its node TTL.
+pub async fn cluster_node_expiry(f: &dyn ClusterFactory) {
+    use crate::{NodeBus, PeerDirectory, PresenceStore};
+    let ns = cluster_ns("x");
+    let ttl = Duration::from_secs(1);
+    let a = cluster_node(f, &ns, ttl).await;
+    let b = cluster_node(f, &ns, ttl).await;
+    a.add("room:1", "c1", json!({"starlingId": "c1"}))
+        .await
+        .expect("add");
+    a.register("c1").await.expect("register");
+    assert!(a.claim_name("gone", "c1").await.expect("claim"));
+    // Alive: heartbeats keep it past several TTLs.
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(
+        ids(&b.members("room:1").await.expect("members")),
+        vec!["c1"]
+    );
+    NodeBus::stop(&*a);
+    let start = tokio::time::Instant::now();
+    loop {
+        let m = b.members("room:1").await.expect("members");
+        let loc = b.locate("c1").await.expect("locate");
+        let name = b.resolve_name("gone").await.expect("resolve");
+        if m.is_empty() && loc.is_none() && name.is_none() {
+            break;
+        }
+        assert!(
+            start.elapsed() < ttl + Duration::from_secs(3),
+            "still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(b.claim_name("gone", "c2").await.expect("claim"));
+    let e = b
+        .request(NodeBus::node_id(&*a), json!({}), Duration::from_millis(500))
+        .await;
+    assert!(e.is_err(), "a stopped node does not answer");
+    f.cleanup(&ns).await;
+}
+
+/// One `#[tokio::test]` per cluster contract case for a factory expression.
+#[macro_export]
+macro_rules! cluster_contract_tests {
+    ($factory:expr) => {
+        $crate::broker_contract_tests!(@case $factory,
+            cluster_presence, cluster_names_and_directory, cluster_bus,
+            cluster_sessions, cluster_node_expiry);
+    };
+}
+
 /// The in-memory broker passes the contract too (minus the cross-node
 /// case: one `MemoryBroker` is one node).
 #[cfg(test)]
@@ -482,4 +714,36 @@ mod memory {
     }
 
     crate::broker_contract_tests!(MemoryFactory);
+
+    /// Nodes of one namespace share one `MemoryCluster`.
+    #[derive(Default)]
+    struct MemoryClusterFactory(
+        parking_lot::Mutex<std::collections::HashMap<String, crate::MemoryCluster>>,
+    );
+
+    impl super::ClusterFactory for MemoryClusterFactory {
+        fn make<'a>(
+            &'a self,
+            namespace: &'a str,
+            _node_ttl: std::time::Duration,
+        ) -> BoxFuture<'a, Arc<dyn crate::Cluster>> {
+            let c = self
+                .0
+                .lock()
+                .entry(namespace.to_owned())
+                .or_default()
+                .node();
+            Box::pin(async move { c as Arc<dyn crate::Cluster> })
+        }
+
+        fn cleanup<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, ()> {
+            self.0.lock().remove(namespace);
+            Box::pin(async {})
+        }
+    }
+
+    mod cluster {
+        use super::MemoryClusterFactory;
+        crate::cluster_contract_tests!(MemoryClusterFactory::default());
+    }
 }
