@@ -368,8 +368,10 @@ impl Builder {
         .builder
     }
 
-    /// Runs for every new connection, after the welcome and before its first
-    /// message is read.
+    /// Runs for every new connection, after the welcome, beside the
+    /// connection's first messages (so a hook may call the client with
+    /// `conn.request` and get its answer). Setup that must happen before
+    /// any message is handled belongs in `authenticate`.
     pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(Connection) -> Fut + Send + Sync + 'static,
@@ -641,6 +643,10 @@ impl Helios {
 
     pub(crate) fn registry(&self) -> &ConnectionRegistry {
         &self.inner.registry
+    }
+
+    pub(crate) fn has_connect_hooks(&self) -> bool {
+        !self.inner.on_connect.is_empty()
     }
 
     pub(crate) async fn run_connect_hooks(&self, conn: &Connection) {

@@ -54,6 +54,10 @@ struct Reader {
 }
 
 /// Runs a connection to its end.
+///
+/// The opening (welcome, recovery) and the teardown are boxed: they run
+/// once, and keeping them out of this future keeps every idle connection's
+/// task small (only the reader loop's state stays resident).
 pub(crate) async fn drive<S>(
     helios: Helios,
     ws: WebSocketStream<S>,
@@ -72,16 +76,43 @@ pub(crate) async fn drive<S>(
         frame_type,
         helios.clone(),
     ));
+    Box::pin(open(&helios, &conn, recovery)).await;
+    // Connect hooks run beside the reader, not before it: a hook may call
+    // the client (`conn.request`), whose answer the reader must be free to read.
+    let connect_hooks = helios.has_connect_hooks().then(|| {
+        let (helios, conn) = (helios.clone(), conn.clone());
+        tokio::spawn(async move { helios.run_connect_hooks(&conn).await })
+    });
 
+    let mut reader = Reader {
+        helios: helios.clone(),
+        conn: conn.clone(),
+        inflight: JoinSet::new(),
+        aborts: HashMap::new(),
+        invalid_window: (Instant::now(), 0),
+        rate: helios.config().rate_limit.map(TokenBucket::new),
+        seen_acks: SeenIds::new(1024),
+    };
+    reader.run(stream).await;
+    Box::pin(teardown(helios, conn, reader, writer, connect_hooks)).await;
+}
+
+/// Registers the connection, restores a recovered session, sends the
+/// welcome and then the replay.
+async fn open(
+    helios: &Helios,
+    conn: &Connection,
+    recovery: Option<(Result<Recovered, NotRecovered>, RecoverRequest)>,
+) {
     helios.registry().insert(conn.clone());
-    helios.cluster_register(&conn).await;
+    helios.cluster_register(conn).await;
     let mut welcome =
         json!({ "starlingId": conn.id(), "recovered": false, "serverTime": now_ms() });
     let mut replay = None;
     match recovery {
         Some((Ok(recovered), req)) => {
             let (missed, messages, last) = helios
-                .restore_session(&conn, recovered.snapshot, &req.since)
+                .restore_session(conn, recovered.snapshot, &req.since)
                 .await;
             welcome["recovered"] = json!(true);
             welcome["missed"] = json!(!missed.is_empty());
@@ -103,28 +134,19 @@ pub(crate) async fn drive<S>(
         }
         conn.finish_recovery(&last);
     }
-    // Connect hooks run beside the reader, not before it: a hook may call
-    // the client (`conn.request`), whose answer the reader must be free to read.
-    let connect_hooks = {
-        let (helios, conn) = (helios.clone(), conn.clone());
-        tokio::spawn(async move { helios.run_connect_hooks(&conn).await })
-    };
+}
 
-    let mut reader = Reader {
-        helios: helios.clone(),
-        conn: conn.clone(),
-        inflight: JoinSet::new(),
-        aborts: HashMap::new(),
-        invalid_window: (Instant::now(), 0),
-        rate: helios.config().rate_limit.map(TokenBucket::new),
-        seen_acks: SeenIds::new(1024),
-    };
-    reader.run(stream).await;
-
-    // Teardown: keep the session for recovery (while the connection still
-    // holds it, so a reconnect in between is told it is held), leave the
-    // registry and every room, release the name, stop handlers, fail
-    // waiting requests.
+/// Keeps the session for recovery (while the connection still holds it, so
+/// a reconnect in between is told it is held), leaves the registry and every
+/// room, releases the name, stops handlers, fails waiting requests, and
+/// runs the disconnect hooks.
+async fn teardown(
+    helios: Helios,
+    conn: Connection,
+    mut reader: Reader,
+    writer: tokio::task::JoinHandle<()>,
+    connect_hooks: Option<tokio::task::JoinHandle<()>>,
+) {
     helios.save_session(&conn).await;
     helios.registry().remove(conn.id());
     helios.cluster_unregister(&conn).await;
@@ -138,7 +160,9 @@ pub(crate) async fn drive<S>(
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     // Disconnect hooks run after the connect hooks are done (a hook still
     // waiting on the client now sees CONNECTION_CLOSED and ends).
-    let _ = tokio::time::timeout(helios.config().request_timeout, connect_hooks).await;
+    if let Some(hooks) = connect_hooks {
+        let _ = tokio::time::timeout(helios.config().request_timeout, hooks).await;
+    }
     helios.run_disconnect_hooks(&conn).await;
 }
 
@@ -161,7 +185,7 @@ impl Reader {
                 biased;
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
                     if let Ok(Done::Reply(id, reply)) = done {
-                        self.answer(id, reply).await;
+                        Box::pin(self.answer(id, reply)).await;
                     }
                 }
                 _ = closed.cancelled() => return,
@@ -170,18 +194,13 @@ impl Reader {
                     drain_deadline = Some(tokio::time::Instant::now() + grace);
                 }
                 _ = sleep_until(drain_deadline), if draining => {
-                    let ids: Vec<RequestId> = self.aborts.keys().cloned().collect();
-                    for id in ids {
-                        self.cancel(&id, ErrorCode::SHUTTING_DOWN, "server shut down before the request finished").await;
-                    }
-                    self.inflight.abort_all();
-                    self.conn.close(CloseCode::GoingAway);
+                    Box::pin(self.give_up_in_flight()).await;
                     return;
                 }
                 frame = stream.next(), if !draining && self.inflight.len() < cap => {
                     match frame {
                         None => return,
-                        Some(Ok(msg)) => self.on_frame(msg).await,
+                        Some(Ok(msg)) => Box::pin(self.on_frame(msg)).await,
                         Some(Err(e)) => {
                             tracing::debug!(conn = %self.conn.id(), error = %e, "websocket error");
                             return;
@@ -190,6 +209,21 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// The grace period is over: answer what still runs `SHUTTING_DOWN`.
+    async fn give_up_in_flight(&mut self) {
+        let ids: Vec<RequestId> = self.aborts.keys().cloned().collect();
+        for id in ids {
+            self.cancel(
+                &id,
+                ErrorCode::SHUTTING_DOWN,
+                "server shut down before the request finished",
+            )
+            .await;
+        }
+        self.inflight.abort_all();
+        self.conn.close(CloseCode::GoingAway);
     }
 
     async fn on_frame(&mut self, msg: WsMessage) {
