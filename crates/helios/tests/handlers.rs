@@ -468,7 +468,9 @@ async fn a_connect_hook_can_call_the_client() {
     let s = Server::start(helios).await;
     let _client = starling::Client::builder(s.url())
         .method("client:manifest", |_: Value| async move {
-            Ok::<_, starling::MethodError>(json!({"name": "billing", "methods": ["billing:charge"]}))
+            Ok::<_, starling::MethodError>(
+                json!({"name": "billing", "methods": ["billing:charge"]}),
+            )
         })
         .connect()
         .await
