@@ -513,7 +513,6 @@ fn ids(members: &[serde_json::Value]) -> Vec<String> {
 
 /// Presence entries of two nodes are seen by both; removal is seen.
 pub async fn cluster_presence(f: &dyn ClusterFactory) {
-    use crate::PresenceStore;
     let ns = cluster_ns("p");
     let a = cluster_node(f, &ns, Duration::from_secs(10)).await;
     let b = cluster_node(f, &ns, Duration::from_secs(10)).await;
@@ -542,7 +541,7 @@ pub async fn cluster_presence(f: &dyn ClusterFactory) {
 /// Names: first wins across nodes, the holder may claim again, release
 /// frees it; the directory locates a connection's node.
 pub async fn cluster_names_and_directory(f: &dyn ClusterFactory) {
-    use crate::{NodeBus, PeerDirectory};
+    use crate::NodeBus;
     let ns = cluster_ns("n");
     let a = cluster_node(f, &ns, Duration::from_secs(10)).await;
     let b = cluster_node(f, &ns, Duration::from_secs(10)).await;
@@ -605,7 +604,7 @@ pub async fn cluster_bus(f: &dyn ClusterFactory) {
 
 /// A snapshot saved on one node is taken on another, once; it expires.
 pub async fn cluster_sessions(f: &dyn ClusterFactory) {
-    use crate::session::{SessionSnapshot, SessionStore};
+    use crate::session::SessionSnapshot;
     let ns = cluster_ns("s");
     let a = cluster_node(f, &ns, Duration::from_secs(10)).await;
     let b = cluster_node(f, &ns, Duration::from_secs(10)).await;
@@ -639,7 +638,7 @@ pub async fn cluster_sessions(f: &dyn ClusterFactory) {
 /// A node that stops (as a crash would) loses its presence entries, names
 /// and directory entries within its node TTL.
 pub async fn cluster_node_expiry(f: &dyn ClusterFactory) {
-    use crate::{NodeBus, PeerDirectory, PresenceStore};
+    use crate::NodeBus;
     let ns = cluster_ns("x");
     let ttl = Duration::from_secs(1);
     let a = cluster_node(f, &ns, ttl).await;
