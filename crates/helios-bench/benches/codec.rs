@@ -2,6 +2,9 @@
 //! messages on the hot paths (an echo request, its response, a room
 //! delivery).
 
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use helios_protocol::{Codec, Encoding, Message, Notification, ParseMode, Request, Response};
 use serde_json::json;

@@ -1,6 +1,9 @@
 //! Glob matching (`helios::Pattern`), used for middleware, event handlers
 //! and room rules.
 
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use helios::Pattern;
 use std::hint::black_box;

@@ -272,10 +272,10 @@ async fn publish_loop(
             }
         }
     }
-    if let Ok(sink) = writer.await {
-        if let Ok(mut ws) = stream.reunite(sink) {
-            let _ = ws.close().await;
-        }
+    if let Ok(sink) = writer.await
+        && let Ok(mut ws) = stream.reunite(sink)
+    {
+        let _ = ws.close().await;
     }
     Ok((acks, errors, delivered, hist))
 }

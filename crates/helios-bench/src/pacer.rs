@@ -42,10 +42,10 @@ pub(crate) fn spawn(
                     std::thread::sleep(Duration::from_nanos(due - now));
                     continue;
                 }
-                if let Some(sink) = sinks.get(k as usize % n) {
-                    if sink.try_send(due).is_err() {
-                        dropped += 1;
-                    }
+                if let Some(sink) = sinks.get(k as usize % n)
+                    && sink.try_send(due).is_err()
+                {
+                    dropped += 1;
                 }
                 k += 1;
             }

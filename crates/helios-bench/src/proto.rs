@@ -138,26 +138,26 @@ fn scan_hb(frame: &str) -> Option<(u64, u64)> {
 }
 
 fn scan_helios(frame: &str) -> Incoming {
-    if let Some(at) = find(frame, "\"requestId\":\"") {
-        if frame.contains("\"type\":\"response\"") {
-            let id = frame.get(at..at + 36).unwrap_or("");
-            let t = (|| {
-                let hi = parse_hex(id.get(0..8)?)?;
-                let mid = parse_hex(id.get(9..13)?)?;
-                let lo = parse_hex(id.get(15..18)?)?;
-                Some((hi << 28) | (mid << 12) | lo)
-            })();
-            let ok = frame.contains("\"success\":true");
-            return match t {
-                Some(id_ns) => Incoming::Response { id_ns, ok },
-                None => Incoming::Other,
-            };
-        }
+    if let Some(at) = find(frame, "\"requestId\":\"")
+        && frame.contains("\"type\":\"response\"")
+    {
+        let id = frame.get(at..at + 36).unwrap_or("");
+        let t = (|| {
+            let hi = parse_hex(id.get(0..8)?)?;
+            let mid = parse_hex(id.get(9..13)?)?;
+            let lo = parse_hex(id.get(15..18)?)?;
+            Some((hi << 28) | (mid << 12) | lo)
+        })();
+        let ok = frame.contains("\"success\":true");
+        return match t {
+            Some(id_ns) => Incoming::Response { id_ns, ok },
+            None => Incoming::Other,
+        };
     }
-    if frame.contains("\"type\":\"notification\"") {
-        if let Some((seq, t_ns)) = scan_hb(frame) {
-            return Incoming::Delivery { seq, t_ns };
-        }
+    if frame.contains("\"type\":\"notification\"")
+        && let Some((seq, t_ns)) = scan_hb(frame)
+    {
+        return Incoming::Delivery { seq, t_ns };
     }
     Incoming::Other
 }
@@ -166,17 +166,17 @@ fn scan_socketio(frame: &str) -> Incoming {
     if frame == "2" {
         return Incoming::Ping;
     }
-    if let Some(rest) = frame.strip_prefix("43") {
-        if let Some((id_ns, _)) = leading_u64(rest) {
-            // A failed call acks `[{"error":...}]` in the peer servers.
-            let ok = !rest.contains("\"error\"");
-            return Incoming::Response { id_ns, ok };
-        }
+    if let Some(rest) = frame.strip_prefix("43")
+        && let Some((id_ns, _)) = leading_u64(rest)
+    {
+        // A failed call acks `[{"error":...}]` in the peer servers.
+        let ok = !rest.contains("\"error\"");
+        return Incoming::Response { id_ns, ok };
     }
-    if frame.starts_with("42") {
-        if let Some((seq, t_ns)) = scan_hb(frame) {
-            return Incoming::Delivery { seq, t_ns };
-        }
+    if frame.starts_with("42")
+        && let Some((seq, t_ns)) = scan_hb(frame)
+    {
+        return Incoming::Delivery { seq, t_ns };
     }
     Incoming::Other
 }

@@ -349,14 +349,14 @@ async fn open_loop(
             Ok(Ok(_)) => break,
         };
         let Some(text) = msg.as_text() else { continue };
-        if let Incoming::Response { id_ns, ok } = proto.scan(text) {
-            if win.contains(id_ns) {
-                if ok {
-                    tally.ok += 1;
-                    record(&mut hist, win.now().saturating_sub(id_ns));
-                } else {
-                    tally.errors += 1;
-                }
+        if let Incoming::Response { id_ns, ok } = proto.scan(text)
+            && win.contains(id_ns)
+        {
+            if ok {
+                tally.ok += 1;
+                record(&mut hist, win.now().saturating_sub(id_ns));
+            } else {
+                tally.errors += 1;
             }
         }
     }

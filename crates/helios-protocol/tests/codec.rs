@@ -91,19 +91,19 @@ fn json_wire_shape_matches_spec() {
 fn rejects_not_json_and_not_object() {
     let e = Encoding::Json
         .decode(b"hello", ParseMode::Strict)
-        .unwrap_err();
+        .expect_err("must be refused");
     assert_eq!(e.kind, DecodeErrorKind::Malformed);
     assert_eq!(e.code(), ErrorCode::INVALID_MESSAGE_FORMAT);
     for frame in ["[1,2]", "42", "\"str\"", "null"] {
         let e = Encoding::Json
             .decode(frame.as_bytes(), ParseMode::Strict)
-            .unwrap_err();
+            .expect_err("must be refused");
         assert_eq!(e.kind, DecodeErrorKind::Malformed, "{frame}");
         assert!(e.message.contains("object"), "{}", e.message);
     }
     let e = Encoding::MsgPack
         .decode(&[0xc1], ParseMode::Strict)
-        .unwrap_err();
+        .expect_err("must be refused");
     assert_eq!(e.kind, DecodeErrorKind::Malformed);
 }
 
@@ -126,14 +126,14 @@ fn rejects_wrong_protocol_version_and_missing_base_fields() {
         } else {
             m.insert(field.into(), bad);
         }
-        let e = decode(Value::Object(m)).unwrap_err();
+        let e = decode(Value::Object(m)).expect_err("must be refused");
         assert!(e.message.contains(needle), "{field}: {}", e.message);
     }
     for field in ["version", "timestamp", "type"] {
         let mut m = base("notification");
         m.insert("notification".into(), json!({"data": 1}));
         m.remove(field);
-        let e = decode(Value::Object(m)).unwrap_err();
+        let e = decode(Value::Object(m)).expect_err("must be refused");
         assert_eq!(e.message, format!("missing field `{field}`"));
     }
 }
@@ -143,17 +143,17 @@ fn request_rules_carry_the_request_id() {
     let mut m = base("request");
     m.insert("requestId".into(), json!(ID));
     m.insert("method".into(), json!("9lives:x"));
-    let e = decode(Value::Object(m.clone())).unwrap_err();
+    let e = decode(Value::Object(m.clone())).expect_err("must be refused");
     assert_eq!(e.request_id.as_deref(), Some(ID));
     assert!(e.message.contains("start with a letter"), "{}", e.message);
 
     m.remove("method");
-    let e = decode(Value::Object(m.clone())).unwrap_err();
+    let e = decode(Value::Object(m.clone())).expect_err("must be refused");
     assert_eq!(e.message, "missing field `method`");
     assert_eq!(e.request_id.as_deref(), Some(ID));
 
     m.insert("method".into(), json!(17));
-    let e = decode(Value::Object(m.clone())).unwrap_err();
+    let e = decode(Value::Object(m.clone())).expect_err("must be refused");
     assert_eq!(e.message, "field `method` must be a string, got a number");
     assert_eq!(
         e.request_id.as_deref(),
@@ -163,7 +163,7 @@ fn request_rules_carry_the_request_id() {
 
     m.insert("method".into(), json!("user:get"));
     m.insert("requestId".into(), json!("not-a-uuid"));
-    let e = decode(Value::Object(m.clone())).unwrap_err();
+    let e = decode(Value::Object(m.clone())).expect_err("must be refused");
     assert!(e.message.contains("UUID v4"), "{}", e.message);
     let ok = Encoding::Json.decode(
         Value::Object(m.clone()).to_string().as_bytes(),
@@ -179,7 +179,7 @@ fn request_rules_carry_the_request_id() {
     assert!(decode(Value::Object(m.clone())).is_err());
 
     m.remove("requestId");
-    let e = decode(Value::Object(m)).unwrap_err();
+    let e = decode(Value::Object(m)).expect_err("must be refused");
     assert_eq!(e.message, "missing field `requestId`");
 }
 
@@ -187,10 +187,10 @@ fn request_rules_carry_the_request_id() {
 fn response_and_notification_rules() {
     let mut m = base("response");
     m.insert("requestId".into(), json!(ID));
-    let e = decode(Value::Object(m.clone())).unwrap_err();
+    let e = decode(Value::Object(m.clone())).expect_err("must be refused");
     assert_eq!(e.message, "missing field `success`");
     m.insert("success".into(), json!(false));
-    let e = decode(Value::Object(m.clone())).unwrap_err();
+    let e = decode(Value::Object(m.clone())).expect_err("must be refused");
     assert!(e.message.contains("error"), "{}", e.message);
     m.insert("error".into(), json!({"code": "X"}));
     assert!(
@@ -201,11 +201,11 @@ fn response_and_notification_rules() {
     assert!(decode(Value::Object(m)).is_ok());
 
     let m = base("notification");
-    let e = decode(Value::Object(m.clone())).unwrap_err();
+    let e = decode(Value::Object(m.clone())).expect_err("must be refused");
     assert_eq!(e.message, "missing field `notification`");
     let mut m2 = m.clone();
     m2.insert("notification".into(), json!("text"));
-    let e = decode(Value::Object(m2)).unwrap_err();
+    let e = decode(Value::Object(m2)).expect_err("must be refused");
     assert!(
         e.message.contains("`notification` must be an object"),
         "{}",

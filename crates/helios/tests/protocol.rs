@@ -97,7 +97,9 @@ async fn frames_that_are_not_messages() {
 async fn protocol_rule_violations_answer_with_the_request_id() {
     let s = server().await;
     let mut c = Raw::connect(&s.url()).await;
-    let cases: Vec<(Box<dyn Fn(&mut serde_json::Map<String, Value>)>, &str)> = vec![
+    // (how to break a valid request, what the error message must say)
+    type Mutation = Box<dyn Fn(&mut serde_json::Map<String, Value>)>;
+    let cases: Vec<(Mutation, &str)> = vec![
         (
             Box::new(|m| {
                 m.insert("protocol".into(), json!("socket.io"));
