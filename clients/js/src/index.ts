@@ -18,6 +18,7 @@ export type {
   StarlingState,
   RequestOptions,
   NotifyOptions,
+  ReliableOptions,
   MethodContext,
   MethodHandler,
   TopicHandler,
@@ -30,7 +31,7 @@ export { StarlingError, ErrorCodes } from "./errors.js";
 export type { ErrorCode } from "./errors.js";
 export { Emitter } from "./emitter.js";
 export type { Listener } from "./emitter.js";
-export { PROTOCOL, VERSION, SUBPROTOCOL, WELCOME_TOPIC, CANCEL_TOPIC } from "./protocol.js";
+export { PROTOCOL, VERSION, SUBPROTOCOL, WELCOME_TOPIC, CANCEL_TOPIC, ERROR_TOPIC, ACK_TOPIC, SESSION_HELD_REASON } from "./protocol.js";
 export type {
   PeerRef,
   ErrorBody,
@@ -40,5 +41,6 @@ export type {
   NotificationMessage,
   NotificationBody,
   Welcome,
+  StreamPosition,
 } from "./protocol.js";
 export type { WebSocketConstructor, SocketLike } from "./transport.js";

@@ -76,11 +76,31 @@ export const CANCEL_TOPIC = "helios:cancel";
 /** Topic of the notification a server sends about an error no response can carry. */
 export const ERROR_TOPIC = "helios:error";
 
+/** Topic of the acknowledgement of a reliable notification (one with `ackId`). */
+export const ACK_TOPIC = "helios:ack";
+
+/** The welcome's `reason` when the session to recover still has a live connection. */
+export const SESSION_HELD_REASON = "the session is still held by a live connection";
+
+/** A position in a room's stream: the `offset` of a delivery and its `epoch`. */
+export interface StreamPosition {
+  offset: number;
+  epoch: string;
+}
+
 /** Data of the `helios:welcome` notification. */
 export interface Welcome {
   starlingId: string;
   recovered: boolean;
   serverTime?: number;
+  /** On recovery: some room's history no longer covered the gap (see `missedRooms`). */
+  missed?: boolean;
+  /** On recovery: the rooms whose missed messages could not all be replayed. */
+  missedRooms?: string[];
+  /** On recovery: the rooms the session is in again. */
+  rooms?: string[];
+  /** On a refused recovery: why. */
+  reason?: string;
   [extra: string]: unknown;
 }
 

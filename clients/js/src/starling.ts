@@ -1,7 +1,7 @@
 import { Emitter } from "./emitter.js";
 import { ErrorCodes, StarlingError } from "./errors.js";
 import * as wire from "./protocol.js";
-import type { Message, NotificationMessage, PeerRef, RequestMessage, ResponseMessage, Welcome } from "./protocol.js";
+import type { Message, NotificationMessage, PeerRef, RequestMessage, ResponseMessage, StreamPosition, Welcome } from "./protocol.js";
 import { frameText, resolveWebSocket } from "./transport.js";
 import type { SocketLike, WebSocketConstructor } from "./transport.js";
 
@@ -37,6 +37,13 @@ export interface StarlingOptions {
    * recover that session.
    */
   recoveryToken?: string;
+  /**
+   * First wait (ms) before retrying a recovery the server refused because the
+   * old connection is still live (it has not noticed the drop yet); doubled
+   * per retry up to 2 s. Retries stop when the recovery token expires, then a
+   * fresh session starts. Default `100`.
+   */
+  recoveryRetryDelay?: number;
   /** A WebSocket constructor to use instead of the global one or `ws`. */
   WebSocket?: WebSocketConstructor;
 }
@@ -55,6 +62,16 @@ export interface RequestOptions {
 export interface NotifyOptions {
   /** Relay the notification to another connection through the server. */
   peer?: PeerRef;
+}
+
+/** Options of {@link Starling.notifyReliable}. */
+export interface ReliableOptions extends NotifyOptions {
+  /** Resends after the first send when no acknowledgement comes. Default `5`. */
+  retries?: number;
+  /** Wait (ms) after the first send before resending, doubled per resend. Default `500`. */
+  delay?: number;
+  /** Longest wait between two sends (ms). Default `8000`. */
+  maxDelay?: number;
 }
 
 /** What a method handler receives besides the payload. */
@@ -93,6 +110,8 @@ export interface ConnectedEvent {
   recovered: boolean;
   /** This connection replaces an earlier one of the same client. */
   reconnect: boolean;
+  /** Why a recovery that was tried was refused (the welcome's `reason`). */
+  reason?: string;
   /** The whole welcome data. */
   welcome: Welcome;
 }
@@ -110,6 +129,15 @@ export interface RecoveredEvent {
   starlingId: string;
   /** Topics kept across the reconnection. */
   topics: string[];
+  /**
+   * `true` when some room's history no longer covered the time away: the
+   * messages of `missedRooms` were not all replayed (never a silent hole).
+   */
+  missed: boolean;
+  /** The rooms with a gap (see `missed`). */
+  missedRooms: string[];
+  /** The rooms the server put the session back in. */
+  rooms: string[];
 }
 
 /** The events of {@link Starling} and the argument of each. */
@@ -138,6 +166,81 @@ interface Incoming {
   peer?: PeerRef;
   timer?: ReturnType<typeof setTimeout>;
 }
+
+/** A reliable notification waiting for its `helios:ack`. */
+interface Unacked {
+  msg: NotificationMessage;
+  sends: number;
+  retries: number;
+  delay: number;
+  maxDelay: number;
+  /** Not sent for want of a connection: sent at the next welcome. */
+  waiting: boolean;
+  timer?: ReturnType<typeof setTimeout>;
+  resolve(): void;
+  reject(err: StarlingError): void;
+}
+
+/** A bounded set of recently seen ids (oldest forgotten first). */
+class RecentIds {
+  private readonly ids = new Set<string>();
+  constructor(private readonly cap: number) {}
+  /** `true` the first time `id` is seen. */
+  firstTime(id: string): boolean {
+    if (this.ids.has(id)) return false;
+    this.ids.add(id);
+    if (this.ids.size > this.cap) {
+      const oldest = this.ids.values().next().value;
+      if (oldest !== undefined) this.ids.delete(oldest);
+    }
+    return true;
+  }
+  clear(): void {
+    this.ids.clear();
+  }
+}
+
+/** The session was still held by the old connection; the attempt is retried. */
+class SessionHeld extends Error {}
+
+/** Close codes after which the client does not reconnect on its own. */
+function closeForbidsRetry(code: number): boolean {
+  // 4008 (slow consumer) lies in the 4000–4099 "do not retry as is" range,
+  // but the protocol's table says to reconnect with recovery after it.
+  if (code === 4008) return false;
+  // 4000–4099: "do not retry as is"; 4101: the session was taken over elsewhere.
+  return (code >= 4000 && code <= 4099) || code === 4101;
+}
+
+/** The error reported for a close that stops reconnection. */
+function closeError(code: number, reason: string): StarlingError {
+  const byCode: Record<number, string> = {
+    4001: ErrorCodes.UNAUTHORIZED,
+    4003: ErrorCodes.FORBIDDEN,
+    4029: ErrorCodes.RATE_LIMITED,
+  };
+  return new StarlingError(
+    byCode[code] ?? ErrorCodes.CONNECTION_CLOSED,
+    `the server closed the connection with ${code}${reason ? ` (${reason})` : ""}; not reconnecting`,
+    { closeCode: code, reason },
+  );
+}
+
+/** The `exp` claim of a JWT, in ms since the epoch; `Infinity` when unreadable. */
+function jwtExpiry(token: string): number {
+  try {
+    const part = token.split(".")[1];
+    if (!part) return Infinity;
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "=");
+    const json = JSON.parse(atob(b64)) as { exp?: unknown };
+    return typeof json.exp === "number" ? json.exp * 1000 : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
+const ACK_WINDOW = 1024;
+const ANSWERED_KEPT = 256;
 
 /** Recently seen offsets of one topic, to drop duplicate deliveries. */
 interface Seen {
@@ -181,6 +284,16 @@ export class Starling extends Emitter<StarlingEvents> {
   private readonly topics = new Map<string, Set<TopicHandler>>();
   private readonly subscribing = new Map<string, Promise<void>>();
   private readonly seen = new Map<string, Seen>();
+  /** The last delivery received per room: the `since` of a recovery. */
+  private readonly positions = new Map<string, StreamPosition>();
+  /** `ackId`s of reliable notifications already delivered. */
+  private readonly seenAcks = new RecentIds(ACK_WINDOW);
+  /** Reliable notifications sent and not acknowledged yet, by `ackId`. */
+  private readonly unacked = new Map<string, Unacked>();
+  /** Answers to recent requests, re-sent when the same `requestId` comes again. */
+  private readonly answered = new Map<string, ResponseMessage>();
+  /** Wakes a wait between recovery retries (on close()). */
+  private wakeRetry: (() => void) | null = null;
   private peerName: string | null = null;
   /** Requests answered after the caller gave up: the server may complain about the late answer. */
   private readonly abandoned = new Map<string, number>();
@@ -204,9 +317,10 @@ export class Starling extends Emitter<StarlingEvents> {
       heartbeatInterval: options.heartbeatInterval ?? 25_000,
       heartbeatTimeout: options.heartbeatTimeout ?? 10_000,
       maxQueue: options.maxQueue ?? 1000,
+      recoveryRetryDelay: options.recoveryRetryDelay ?? 100,
       ...(options.WebSocket ? { WebSocket: options.WebSocket } : {}),
     };
-    if (options.recoveryToken) this.token = { value: options.recoveryToken, expiresAt: Infinity };
+    if (options.recoveryToken) this.token = { value: options.recoveryToken, expiresAt: jwtExpiry(options.recoveryToken) };
   }
 
   /** This connection's id, given by the server's welcome; `null` before it. */
@@ -277,9 +391,14 @@ export class Starling extends Emitter<StarlingEvents> {
     const err = new StarlingError(ErrorCodes.CONNECTION_CLOSED, "the client was closed");
     this.failInFlight(err);
     this.failOutbox(err);
+    this.failUnacked(err);
     this.topics.clear();
     this.subscribing.clear();
     this.seen.clear();
+    this.positions.clear();
+    this.seenAcks.clear();
+    this.answered.clear();
+    this.wakeRetry?.();
     this.token = null;
     this.peerName = null;
     this.everConnected = false;
@@ -327,8 +446,43 @@ export class Starling extends Emitter<StarlingEvents> {
   /** Ends the connection attempt in progress, if any. */
   private abortAttempt: ((why: string, code: string) => void) | null = null;
 
-  /** One connection attempt: socket open, then the welcome. */
+  /**
+   * A connection attempt; when the server says the session to recover is
+   * still held by the old connection (it has not noticed the drop yet), the
+   * new socket is closed and the recovery retried after a short wait, until
+   * the token expires (then the session starts fresh). The first
+   * connection of a client (a token given in the options, e.g. after a page
+   * reload, possibly still used by another tab) retries for at most
+   * `connectTimeout`.
+   */
   private async attempt(): Promise<Welcome> {
+    let wait = this.opts.recoveryRetryDelay;
+    const heldUntil = this.everConnected ? Infinity : Date.now() + this.opts.connectTimeout;
+    for (;;) {
+      try {
+        return await this.attemptOnce(Date.now() < heldUntil);
+      } catch (err) {
+        if (!(err instanceof SessionHeld)) throw err;
+      }
+      const until = Math.min(this.token?.expiresAt ?? 0, heldUntil);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, Math.max(0, Math.min(wait, until - Date.now())));
+        function done() {
+          clearTimeout(timer);
+          resolve();
+        }
+        this.wakeRetry = done;
+      });
+      this.wakeRetry = null;
+      wait = Math.min(wait * 2, 2000);
+      if (this._state === "closed") {
+        throw new StarlingError(ErrorCodes.CONNECTION_CLOSED, "the client was closed while connecting");
+      }
+    }
+  }
+
+  /** One connection attempt: socket open, then the welcome. */
+  private async attemptOnce(retryHeld: boolean): Promise<Welcome> {
     let Ctor: WebSocketConstructor;
     try {
       Ctor = await resolveWebSocket(this.opts.WebSocket);
@@ -340,6 +494,7 @@ export class Starling extends Emitter<StarlingEvents> {
       throw new StarlingError(ErrorCodes.CONNECTION_CLOSED, "the client was closed while connecting");
     }
     const url = this.connectUrl();
+    const recovering = url.includes("recover=");
     return new Promise<Welcome>((resolve, reject) => {
       let socket: SocketLike;
       try {
@@ -393,9 +548,22 @@ export class Starling extends Emitter<StarlingEvents> {
           settled = true;
           this.abortAttempt = null;
           clearTimeout(timer);
+          const welcome = (msg.notification.data ?? {}) as Welcome;
+          if (retryHeld && recovering && welcome.recovered !== true && welcome.reason === wire.SESSION_HELD_REASON && this.recoveryToken !== null) {
+            // The old connection wins until the server sees it close: do not
+            // take a fresh session now, try the recovery again shortly.
+            socket.onopen = socket.onmessage = socket.onerror = socket.onclose = null;
+            if (this.socket === socket) this.socket = null;
+            try {
+              socket.close(1000, "session still held; retrying the recovery");
+            } catch {
+              // already closing
+            }
+            reject(new SessionHeld(welcome.reason));
+            return;
+          }
           socket.onmessage = (e) => this.onFrame(e.data);
           socket.onclose = (e) => this.onSocketClose(socket, e.code, e.reason);
-          const welcome = (msg.notification.data ?? {}) as Welcome;
           this.onWelcome(welcome);
           resolve(welcome);
           return;
@@ -411,7 +579,23 @@ export class Starling extends Emitter<StarlingEvents> {
     if (u.protocol === "http:") u.protocol = "ws:";
     else if (u.protocol === "https:") u.protocol = "wss:";
     u.searchParams.delete("recover");
-    if (this.token && this.token.expiresAt > Date.now()) u.searchParams.set("recover", this.token.value);
+    u.searchParams.delete("since");
+    const token = this.recoveryToken;
+    if (token !== null) {
+      let query = u.search.replace(/^\?/, "");
+      query += `${query ? "&" : ""}recover=${encodeURIComponent(token)}`;
+      // Where each room stood at the last delivery received, so the server
+      // also replays what was lost in flight before it saw the drop.
+      const since: Record<string, StreamPosition> = {};
+      let any = false;
+      for (const [topic, pos] of this.positions) {
+        if (!this.topics.has(topic)) continue;
+        since[topic] = pos;
+        any = true;
+      }
+      if (any) query += `&since=${encodeURIComponent(JSON.stringify(since))}`;
+      u.search = `?${query}`;
+    }
     return u.toString();
   }
 
@@ -437,27 +621,44 @@ export class Starling extends Emitter<StarlingEvents> {
     const recovered = welcome.recovered === true;
     // The token served this connection; a fresh one is fetched below.
     this.token = null;
+    const rooms = Array.isArray(welcome.rooms) ? welcome.rooms.filter((r): r is string => typeof r === "string") : [];
     if (reconnect && !recovered) {
       // A new session: the server forgot our rooms and name.
       this.seen.clear();
+      this.positions.clear();
       this.restoreSession();
+    } else if (reconnect && recovered && Array.isArray(welcome.rooms)) {
+      // Topics the server did not put back (none, normally): subscribe again.
+      const back = new Set(rooms);
+      const lost = [...this.topics.keys()].filter((t) => !back.has(t));
+      if (lost.length > 0) this.restoreSession(lost, false);
     }
     this.flushOutbox();
+    for (const [ackId, r] of this.unacked) if (r.waiting) this.sendReliable(ackId);
     this.startHeartbeat();
     this.refreshToken();
-    this.emit("connected", { starlingId: this._starlingId ?? "", recovered, reconnect, welcome });
+    const connected: ConnectedEvent = { starlingId: this._starlingId ?? "", recovered, reconnect, welcome };
+    if (typeof welcome.reason === "string") connected.reason = welcome.reason;
+    this.emit("connected", connected);
     if (reconnect && recovered) {
-      this.emit("recovered", { starlingId: this._starlingId ?? previousId ?? "", topics: this.subscriptions });
+      const missedRooms = Array.isArray(welcome.missedRooms) ? welcome.missedRooms.filter((r): r is string => typeof r === "string") : [];
+      this.emit("recovered", {
+        starlingId: this._starlingId ?? previousId ?? "",
+        topics: this.subscriptions,
+        missed: welcome.missed === true || missedRooms.length > 0,
+        missedRooms,
+        rooms,
+      });
     }
   }
 
-  /** Re-claims the name and re-subscribes every topic after an unrecovered reconnection. */
-  private restoreSession(): void {
-    if (this.peerName !== null) {
+  /** Re-claims the name and re-subscribes topics after an unrecovered reconnection. */
+  private restoreSession(topics: string[] = [...this.topics.keys()], reclaimName = true): void {
+    if (reclaimName && this.peerName !== null) {
       const name = this.peerName;
       this.request("helios:identify", { name }).catch((err) => this.reportError(err));
     }
-    for (const topic of this.topics.keys()) {
+    for (const topic of topics) {
       this.request("helios:subscribe", { topic }).catch((err) => {
         this.reportError(
           new StarlingError((err as StarlingError).code ?? ErrorCodes.METHOD_ERROR, `re-subscribing to ${topic} failed: ${(err as Error).message}`),
@@ -472,10 +673,16 @@ export class Starling extends Emitter<StarlingEvents> {
     this.stopTimers();
     this.failInFlight(new StarlingError(ErrorCodes.CONNECTION_CLOSED, `connection closed (code ${code})`));
     if (this._state === "closed") return;
-    const willReconnect = this.opts.reconnect;
+    const refused = closeForbidsRetry(code);
+    const willReconnect = this.opts.reconnect && !refused;
     this._state = willReconnect ? "reconnecting" : "idle";
-    if (!willReconnect) this.failOutbox(new StarlingError(ErrorCodes.NOT_CONNECTED, "disconnected"));
+    if (!willReconnect) {
+      const err = new StarlingError(ErrorCodes.NOT_CONNECTED, `disconnected (code ${code})`);
+      this.failOutbox(err);
+      this.failUnacked(err);
+    }
     this.emit("disconnected", { code, reason, willReconnect });
+    if (refused) this.reportError(closeError(code, reason));
     if (willReconnect && this._state === "reconnecting") this.scheduleReconnect();
   }
 
@@ -721,6 +928,72 @@ export class Starling extends Emitter<StarlingEvents> {
     this.sendOrQueue(wire.notification(topic, data, options.peer));
   }
 
+  /**
+   * Sends a notification with an `ackId` and resends it (same `ackId`, with
+   * backoff) until the server acknowledges it with `helios:ack`. Resolves on
+   * the acknowledgement; rejects with `REQUEST_TIMEOUT` after `1 + retries`
+   * unacknowledged sends, `NOT_CONNECTED` when there is no connection and
+   * none is coming, `CONNECTION_CLOSED` on `close()`. While the client
+   * reconnects the notification waits (its sends are not counted).
+   *
+   * The server handles the first copy and drops later ones with the same
+   * `ackId` (within one connection).
+   */
+  notifyReliable(topic: string, data?: unknown, options: ReliableOptions = {}): Promise<void> {
+    if (this._state === "idle" || this._state === "closed") {
+      return Promise.reject(new StarlingError(ErrorCodes.NOT_CONNECTED, "not connected: call connect() first"));
+    }
+    const ackId = wire.uuidv4();
+    const msg = wire.notification(topic, data, options.peer);
+    msg.notification.ackId = ackId;
+    return new Promise<void>((resolve, reject) => {
+      const entry: Unacked = {
+        msg,
+        sends: 0,
+        retries: Math.max(0, options.retries ?? 5),
+        delay: Math.max(1, options.delay ?? 500),
+        maxDelay: Math.max(1, options.maxDelay ?? 8000),
+        waiting: false,
+        resolve: () => {
+          clearTimeout(entry.timer);
+          this.unacked.delete(ackId);
+          resolve();
+        },
+        reject: (err) => {
+          clearTimeout(entry.timer);
+          this.unacked.delete(ackId);
+          reject(err);
+        },
+      };
+      this.unacked.set(ackId, entry);
+      this.sendReliable(ackId);
+    });
+  }
+
+  /** Sends (or resends) a reliable notification and schedules the next try. */
+  private sendReliable(ackId: string): void {
+    const r = this.unacked.get(ackId);
+    if (!r) return;
+    clearTimeout(r.timer);
+    r.timer = undefined;
+    if (r.sends > r.retries) {
+      r.reject(new StarlingError(ErrorCodes.REQUEST_TIMEOUT, `notification ${r.msg.notification.topic} not acknowledged after ${r.sends} sends`));
+      return;
+    }
+    if (!this.sendNow({ ...r.msg, timestamp: Date.now() })) {
+      r.waiting = true; // sent again at the next welcome
+      return;
+    }
+    r.waiting = false;
+    const wait = Math.min(r.maxDelay, r.delay * 2 ** r.sends);
+    r.sends++;
+    r.timer = setTimeout(() => this.sendReliable(ackId), wait);
+  }
+
+  private failUnacked(err: StarlingError): void {
+    for (const r of [...this.unacked.values()]) r.reject(err);
+  }
+
   // ------------------------------------------------------------ methods
 
   /**
@@ -744,7 +1017,14 @@ export class Starling extends Emitter<StarlingEvents> {
 
   private onRequest(msg: RequestMessage): void {
     const { requestId, method, peer } = msg;
-    if (this.incoming.has(requestId)) return; // a duplicate of one in progress
+    // A resent request (reliable server→client requests keep their id): one
+    // still running is ignored, one already answered gets the same answer.
+    if (this.incoming.has(requestId)) return;
+    const answer = this.answered.get(requestId);
+    if (answer) {
+      this.sendNow({ ...answer, timestamp: Date.now() });
+      return;
+    }
     const handler = this.methods.get(method) ?? builtin(method);
     if (!handler) {
       this.sendNow(
@@ -761,6 +1041,7 @@ export class Starling extends Emitter<StarlingEvents> {
       inc.done = true;
       clearTimeout(inc.timer);
       this.incoming.delete(requestId);
+      this.rememberAnswer(requestId, response);
       if (this.socket === socket) this.sendNow(response);
     };
     if (typeof msg.timeout === "number" && msg.timeout > 0) {
@@ -777,6 +1058,15 @@ export class Starling extends Emitter<StarlingEvents> {
         (data) => finish(wire.success(requestId, data, peer)),
         (err: unknown) => finish(wire.failure(requestId, errorBody(err), peer)),
       );
+  }
+
+  private rememberAnswer(requestId: string, response: ResponseMessage): void {
+    this.answered.delete(requestId);
+    this.answered.set(requestId, response);
+    if (this.answered.size > ANSWERED_KEPT) {
+      const oldest = this.answered.keys().next().value;
+      if (oldest !== undefined) this.answered.delete(oldest);
+    }
   }
 
   private rememberAbandoned(requestId: string): void {
@@ -798,6 +1088,8 @@ export class Starling extends Emitter<StarlingEvents> {
       if (p) return p.reject(err);
       // The server did not want our answer to a request it had given up on.
       if (this.abandoned.delete(d.requestId)) return;
+      // Nor a repeated answer to a resent request it had already settled.
+      if (this.answered.has(d.requestId) && code === ErrorCodes.INVALID_MESSAGE_FORMAT) return;
     }
     this.reportError(err);
   }
@@ -812,7 +1104,9 @@ export class Starling extends Emitter<StarlingEvents> {
     this.incoming.delete(requestId);
     inc.controller.abort(new StarlingError(ErrorCodes.REQUEST_CANCELLED, "the caller cancelled the request"));
     this.rememberAbandoned(requestId);
-    this.sendNow(wire.failure(requestId, { code: ErrorCodes.REQUEST_CANCELLED, message: "the caller cancelled the request" }, inc.peer));
+    const response = wire.failure(requestId, { code: ErrorCodes.REQUEST_CANCELLED, message: "the caller cancelled the request" }, inc.peer);
+    this.rememberAnswer(requestId, response);
+    this.sendNow(response);
   }
 
   // ------------------------------------------------------------ rooms
@@ -861,6 +1155,7 @@ export class Starling extends Emitter<StarlingEvents> {
       if (!current || !current.delete(handler) || current.size > 0) return;
       this.topics.delete(topic);
       this.seen.delete(topic);
+      this.positions.delete(topic);
       if (this._state === "open" || this._state === "reconnecting") {
         await this.request("helios:unsubscribe", { topic });
         this.tokenStale();
@@ -868,8 +1163,15 @@ export class Starling extends Emitter<StarlingEvents> {
     };
   }
 
-  /** Publishes `data` to everyone subscribed to `topic`; resolves with `{topic, delivered}`. */
-  publish(topic: string, data: unknown, options: Omit<RequestOptions, "peer"> = {}): Promise<{ topic: string; delivered: number }> {
+  /**
+   * Publishes `data` to everyone subscribed to `topic`; resolves with
+   * `{topic, delivered, offset, epoch}` (the publication's place in the room).
+   */
+  publish(
+    topic: string,
+    data: unknown,
+    options: Omit<RequestOptions, "peer"> = {},
+  ): Promise<{ topic: string; delivered: number; offset?: number; epoch?: string }> {
     return this.request("helios:publish", { topic, data }, options);
   }
 
@@ -943,6 +1245,16 @@ export class Starling extends Emitter<StarlingEvents> {
 
   private onNotification(msg: NotificationMessage): void {
     const n = msg.notification;
+    if (n.topic === wire.ACK_TOPIC && msg.peer === undefined) {
+      const ackId = (n.data as { ackId?: unknown } | null)?.ackId;
+      if (typeof ackId === "string") this.unacked.get(ackId)?.resolve();
+      return;
+    }
+    if (typeof n.ackId === "string") {
+      // Reliable: acknowledge every copy, deliver only the first.
+      this.sendNow(wire.notification(wire.ACK_TOPIC, { ackId: n.ackId }));
+      if (!this.seenAcks.firstTime(n.ackId)) return;
+    }
     if (n.topic === wire.CANCEL_TOPIC) return this.onCancel(n.data);
     if (n.topic === wire.WELCOME_TOPIC) return; // only meaningful first
     if (n.topic === wire.ERROR_TOPIC && msg.peer === undefined) return this.onServerError(n.data);
@@ -953,8 +1265,11 @@ export class Starling extends Emitter<StarlingEvents> {
     if (n.epoch !== undefined) event.epoch = n.epoch;
     if (n.ackId !== undefined) event.ackId = n.ackId;
     const handlers = n.topic === undefined ? undefined : this.topics.get(n.topic);
-    if (handlers && n.topic !== undefined && typeof n.offset === "number" && this.isDuplicate(n.topic, n.epoch ?? "", n.offset)) {
-      return;
+    if (handlers && n.topic !== undefined && typeof n.offset === "number") {
+      const epoch = n.epoch ?? "";
+      if (this.isDuplicate(n.topic, epoch, n.offset)) return;
+      const pos = this.positions.get(n.topic);
+      if (!pos || pos.epoch !== epoch || n.offset > pos.offset) this.positions.set(n.topic, { offset: n.offset, epoch });
     }
     if (handlers) {
       for (const h of [...handlers]) {

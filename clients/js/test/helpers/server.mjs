@@ -1,8 +1,9 @@
 // Starts a real `helios` binary for the tests, and a TCP proxy that can cut
 // the link between a client and it.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -68,15 +69,24 @@ function canConnect(port) {
  * Starts `helios serve --bind 127.0.0.1:PORT` and waits (at most 20 s) until
  * it accepts connections.
  *
- * @param {{env?: Record<string,string>, recovery?: boolean, args?: string[]}} [opts]
+ * `config` is the text of a TOML file passed with `--config`; `port` reuses
+ * a port (a restarted server).
+ *
+ * @param {{env?: Record<string,string>, recovery?: boolean, args?: string[], config?: string, port?: number}} [opts]
  */
 export async function startHelios(opts = {}) {
   buildHelios();
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const env = { ...process.env, HELIOS_LOG_LEVEL: process.env.HELIOS_LOG_LEVEL ?? "warn", ...(opts.env ?? {}) };
   delete env.HELIOS_RECOVERY_SECRET;
   if (opts.recovery) env.HELIOS_RECOVERY_SECRET = RECOVERY_SECRET;
-  const child = spawn(heliosBin, ["serve", "--bind", `127.0.0.1:${port}`, ...(opts.args ?? [])], {
+  const args = ["serve", "--bind", `127.0.0.1:${port}`, ...(opts.args ?? [])];
+  if (opts.config !== undefined) {
+    const file = path.join(mkdtempSync(path.join(os.tmpdir(), "starling-helios-")), "helios.toml");
+    writeFileSync(file, opts.config);
+    args.push("--config", file);
+  }
+  const child = spawn(heliosBin, args, {
     cwd: repoRoot,
     env,
     stdio: ["ignore", "pipe", "pipe"],
@@ -106,6 +116,9 @@ export async function startHelios(opts = {}) {
     get log() {
       return log;
     },
+    get exited() {
+      return exited;
+    },
     /** Stops the server (SIGTERM, then SIGKILL after 5 s). */
     async stop() {
       if (exited) return;
@@ -134,7 +147,7 @@ export async function startProxy(targetPort) {
       return;
     }
     const upstream = net.connect({ port: targetPort, host: "127.0.0.1" });
-    const pair = { client, upstream };
+    const pair = { client, upstream, frozen: false };
     pairs.add(pair);
     const end = () => {
       pairs.delete(pair);
@@ -165,6 +178,41 @@ export async function startProxy(targetPort) {
     get down() {
       return down;
     },
+    /**
+     * Freezes the current connections, as a dead link would: `up` stops
+     * forwarding client → server (the server's pings go unanswered), `down`
+     * server → client (what the server sends stays in buffers). Returns a
+     * handle to `release()` them or `cut()` just them.
+     */
+    freeze({ up = true, down = true } = {}) {
+      const frozen = [...pairs];
+      for (const p of frozen) {
+        p.frozen = true;
+        if (up) {
+          p.client.unpipe(p.upstream);
+          p.client.pause();
+        }
+        if (down) {
+          p.upstream.unpipe(p.client);
+          p.upstream.pause();
+        }
+      }
+      return {
+        release() {
+          for (const p of frozen) {
+            if (up) p.client.pipe(p.upstream);
+            if (down) p.upstream.pipe(p.client);
+          }
+        },
+        cut() {
+          for (const p of frozen) {
+            pairs.delete(p);
+            p.client.resetAndDestroy();
+            p.upstream.destroy();
+          }
+        },
+      };
+    },
     /** Breaks every proxied connection, as a network failure would. */
     cut() {
       for (const { client, upstream } of pairs) {
@@ -178,6 +226,35 @@ export async function startProxy(targetPort) {
       return new Promise((r) => server.close(() => r()));
     },
   };
+}
+
+/**
+ * A WebSocket constructor (the `ws` package) that records the URL of every
+ * socket it opens and counts the frames sent, for the tests to inspect.
+ */
+export async function recordingWebSocket() {
+  const { WebSocket } = await import("ws");
+  const urls = [];
+  const sent = [];
+  class Recording extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols);
+      urls.push(url);
+    }
+    send(data, ...rest) {
+      sent.push(typeof data === "string" ? data : String(data));
+      return super.send(data, ...rest);
+    }
+  }
+  return { WebSocket: Recording, urls, sent };
+}
+
+/** A signed HS256 JWT with `claims` (for `--auth-jwt-secret`). */
+export async function signJwt(claims, secret) {
+  const { createHmac } = await import("node:crypto");
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
 
 export function sleep(ms) {
