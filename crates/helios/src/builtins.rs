@@ -31,7 +31,14 @@ async fn subscribe(ctx: Context<TopicArgs>) -> Result<Value, MethodError> {
         .helios
         .client_subscribe(&ctx.meta.connection, &topic, data)
         .await?;
-    Ok(json!({ "topic": topic, "subscribed": true }))
+    // The room's position once joined: a client that has received nothing
+    // yet can recover from here (`since`).
+    let mut answer = json!({ "topic": topic, "subscribed": true });
+    if let Ok(h) = ctx.meta.helios.broker().history(&topic, None, 0).await {
+        answer["offset"] = json!(h.position.offset);
+        answer["epoch"] = json!(h.position.epoch);
+    }
+    Ok(answer)
 }
 
 async fn unsubscribe(ctx: Context<TopicArgs>) -> Result<Value, MethodError> {
@@ -103,6 +110,7 @@ async fn get_token(ctx: Context<Value>) -> Result<Value, MethodError> {
     let token = recovery
         .issue(ctx.meta.connection.id())
         .map_err(MethodError::internal)?;
+    ctx.meta.connection.mark_recoverable();
     Ok(json!({ "token": token, "expiresIn": recovery.ttl.as_secs() }))
 }
 

@@ -85,6 +85,7 @@ struct Inner {
     recovering: AtomicBool,
     recovery_buffer: Mutex<Option<Vec<HeldDelivery>>>,
     pings_outstanding: AtomicU32,
+    recoverable: AtomicBool,
     /// Server→client requests given up recently, whose late answers are
     /// accepted quietly.
     abandoned: Mutex<VecDeque<RequestId>>,
@@ -134,6 +135,7 @@ impl Connection {
                 recovering: AtomicBool::new(false),
                 recovery_buffer: Mutex::new(None),
                 pings_outstanding: AtomicU32::new(0),
+                recoverable: AtomicBool::new(false),
                 abandoned: Mutex::new(VecDeque::new()),
                 acks: Mutex::new(HashMap::new()),
             }),
@@ -362,6 +364,16 @@ impl Connection {
         drop(guard);
     }
 
+    /// A recovery token was issued for this connection (or it is a
+    /// recovered session): its session is kept when it closes.
+    pub(crate) fn mark_recoverable(&self) {
+        self.inner.recoverable.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_recoverable(&self) -> bool {
+        self.inner.recoverable.load(Ordering::Relaxed)
+    }
+
     /// Health checks: pings sent since the last pong.
     pub(crate) fn ping_sent(&self) -> u32 {
         self.inner.pings_outstanding.fetch_add(1, Ordering::Relaxed) + 1
@@ -520,6 +532,11 @@ impl Connection {
             match tokio::time::timeout_at(resend_at, &mut rx).await {
                 Ok(Ok(resp)) => {
                     guard.id = None;
+                    if retry.is_some() {
+                        // Copies we resent may still be answered: accept
+                        // those late answers quietly.
+                        self.remember_abandoned(id);
+                    }
                     return resp;
                 }
                 Ok(Err(_)) => {
@@ -543,6 +560,15 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Remembers a request whose late answers are accepted quietly.
+    fn remember_abandoned(&self, id: RequestId) {
+        let mut abandoned = self.inner.abandoned.lock();
+        if abandoned.len() == ABANDONED_KEPT {
+            abandoned.pop_front();
+        }
+        abandoned.push_back(id);
     }
 
     pub(crate) fn expect_ack(&self, ack_id: String, tx: oneshot::Sender<()>) {
@@ -620,12 +646,7 @@ impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let Some(id) = self.id.take() else { return };
         if self.conn.inner.pending.lock().remove(&id).is_some() {
-            let mut abandoned = self.conn.inner.abandoned.lock();
-            if abandoned.len() == ABANDONED_KEPT {
-                abandoned.pop_front();
-            }
-            abandoned.push_back(id.clone());
-            drop(abandoned);
+            self.conn.remember_abandoned(id.clone());
             let cancel = Notification::new(
                 Some(CANCEL_TOPIC.to_owned()),
                 json!({ "requestId": id.as_str() }),

@@ -276,6 +276,11 @@ impl crate::helios::Helios {
         let Some(recovery) = self.config().recovery.as_ref() else {
             return;
         };
+        // Only a client that holds a token for this id can come back:
+        // nothing to keep for the others.
+        if !conn.is_recoverable() {
+            return;
+        }
         let mut rooms = Vec::new();
         for topic in conn.rooms() {
             // Where the room stands now: the replay starts after it unless
@@ -332,6 +337,7 @@ impl crate::helios::Helios {
         {
             tracing::debug!(conn = %conn.id(), %name, "recovered name held by another connection");
         }
+        conn.mark_recoverable();
         conn.begin_recovery();
         let mut missed = Vec::new();
         let mut replay = Vec::new();

@@ -383,3 +383,66 @@ async fn get_token_needs_recovery_and_a_long_secret() {
         RecoveryConfig::new("32-bytes-long-secret-xxxxxxxxxxx", Duration::from_secs(1)).is_ok()
     );
 }
+
+/// Counts what the server keeps for recovery.
+struct CountingStore {
+    inner: Arc<helios::MemorySessionStore>,
+    saved: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl helios::SessionStore for CountingStore {
+    fn save(
+        &self,
+        snapshot: helios::SessionSnapshot,
+        ttl: Duration,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), helios::BrokerError>> {
+        self.saved.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.save(snapshot, ttl)
+    }
+
+    fn take<'a>(
+        &'a self,
+        starling_id: &'a str,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<Option<helios::SessionSnapshot>, helios::BrokerError>,
+    > {
+        self.inner.take(starling_id)
+    }
+}
+
+#[tokio::test]
+async fn only_connections_holding_a_token_leave_a_session() {
+    let saved = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = CountingStore {
+        inner: helios::MemorySessionStore::new(),
+        saved: saved.clone(),
+    };
+    let s = Server::start(recovering_server().session_store(Arc::new(store)).build()).await;
+    let mut plain = Raw::connect(&s.url()).await;
+    plain
+        .call("helios:subscribe", json!({"topic": "feed:x"}))
+        .await;
+    drop(plain);
+    let mut holder = Raw::connect(&s.url()).await;
+    let v = holder
+        .call("helios:subscribe", json!({"topic": "feed:x"}))
+        .await;
+    // The subscribe answer carries the room's position, a first `since`.
+    assert!(v["data"]["offset"].is_u64(), "{v}");
+    assert!(v["data"]["epoch"].is_string(), "{v}");
+    token(&mut holder).await;
+    drop(holder);
+    for _ in 0..100 {
+        if saved.load(std::sync::atomic::Ordering::SeqCst) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        saved.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the token holder's session is kept"
+    );
+}

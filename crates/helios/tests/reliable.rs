@@ -125,4 +125,19 @@ async fn server_request_is_resent_with_the_same_id() {
     )
     .await;
     assert_eq!(asking.await.expect("join"), Ok(json!("ok")));
+    // The client answers the first copy too, late: accepted quietly.
+    c.send_json(
+        &json!({"protocol": "helios-starling", "version": "1.0.0", "timestamp": 1,
+        "type": "response", "requestId": first["requestId"], "success": true, "data": "ok"}),
+    )
+    .await;
+    let ping = common::uuid();
+    c.send_json(&common::request(&ping, "system:ping", json!({})))
+        .await;
+    let next = c.next_json().await;
+    assert_eq!(
+        next["requestId"],
+        ping.as_str(),
+        "no helios:error for the late copy: {next}"
+    );
 }
