@@ -23,8 +23,8 @@
 #                      costs kosoku a few seconds of timeout, a passing one ~30 ms)
 #   AUTOBAHN_PARALLEL  kosoku -p, cases run in parallel (default 1)
 #
-# Exit codes: 0 all cases acceptable, 1 failure, 77 skipped (the example
-# crates/helios/examples/autobahn_echo.rs does not exist yet).
+# Exit codes: 0 all cases acceptable, 1 failure (a missing example is a
+# failure too: conformance is not optional).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -83,8 +83,8 @@ if [ -n "${AUTOBAHN_ADDR:-}" ]; then
     log "testing the already running server at $ADDR"
 else
     if [ ! -f "$EXAMPLE_SRC" ]; then
-        log "SKIPPED: $EXAMPLE_SRC does not exist yet"
-        exit 77
+        log "ERROR: $EXAMPLE_SRC is missing"
+        exit 1
     fi
     PORT=${AUTOBAHN_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')}
     ADDR="127.0.0.1:$PORT"

@@ -6,9 +6,9 @@
 #   2. fmt       cargo fmt --all -- --check
 #   3. clippy    cargo clippy --workspace --all-targets -- -D warnings
 #   4. test      cargo test --workspace
-#   5. autobahn  scripts/autobahn.sh (RFC 6455 conformance; skipped while the
-#                example crates/helios/examples/autobahn_echo.rs does not exist)
-#   6. js        npm test in clients/js (only when clients/js/package.json exists)
+#   5. autobahn  scripts/autobahn.sh (RFC 6455 conformance, Autobahn cases via kosoku)
+#   6. js        npm test in clients/js (Node and headless Chromium)
+#   7. console   npm test in crates/helios-server/tests/console (headless Chromium)
 #
 # The last line printed is always the summary `N passed, M failed` (steps).
 set -uo pipefail
