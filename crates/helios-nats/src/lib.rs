@@ -39,7 +39,6 @@
 //! See `docs/cluster.md`.
 
 mod cluster;
-mod history;
 mod room;
 mod wire;
 
@@ -388,7 +387,7 @@ impl Reader {
         limit: usize,
     ) -> Result<History, BrokerError> {
         let (position, kept) = self.read_kept(topic).await?;
-        Ok(history::select(position, kept, Some(since), limit))
+        Ok(helios::History::select(position, kept, Some(since), limit))
     }
 }
 
@@ -563,10 +562,10 @@ impl Broker for NatsBroker {
                         epoch: head.epoch,
                     }
                 };
-                return Ok(history::select(position, Vec::new(), None, limit));
+                return Ok(helios::History::select(position, Vec::new(), None, limit));
             }
             let (position, kept) = c.reader.read_kept(topic).await?;
-            Ok(history::select(position, kept, since, limit))
+            Ok(helios::History::select(position, kept, since, limit))
         })
     }
 }

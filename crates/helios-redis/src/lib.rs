@@ -32,7 +32,6 @@
 //! `{prefix}:live:{topic}`. See `docs/cluster.md`.
 
 mod cluster;
-mod history;
 mod subscriber;
 mod wire;
 
@@ -228,8 +227,8 @@ pub(crate) async fn read_history(
         },
         epoch: epoch.unwrap_or_default(),
     };
-    let kept = items.iter().filter_map(|b| wire::decode(b)).collect();
-    Ok(history::select(position, kept, since, limit))
+    let kept = items.iter().filter_map(|b| wire::decode(b));
+    Ok(helios::History::select(position, kept, since, limit))
 }
 
 impl Broker for RedisBroker {

@@ -83,6 +83,51 @@ pub struct History {
     pub complete: bool,
 }
 
+impl History {
+    /// Picks the publications after `since` out of what a backend kept (in
+    /// offset order), with the rules every broker shares: no `since` means
+    /// just the position; another epoch, or a first kept offset past
+    /// `since + 1`, is a gap (`complete: false`).
+    ///
+    /// ```
+    /// use helios::{History, Publication, StreamPosition};
+    /// let pos = |offset| StreamPosition { offset, epoch: "e".into() };
+    /// let p = |offset| Publication { offset, epoch: "e".into(), data: serde_json::json!(offset), timestamp: 0 };
+    /// let h = History::select(pos(5), vec![p(3), p(4), p(5)], Some(pos(3)), 10);
+    /// assert_eq!(h.publications.len(), 2);
+    /// assert!(h.complete);
+    /// let gap = History::select(pos(5), vec![p(4), p(5)], Some(pos(1)), 10);
+    /// assert!(!gap.complete);
+    /// ```
+    pub fn select(
+        position: StreamPosition,
+        kept: impl IntoIterator<Item = Publication>,
+        since: Option<StreamPosition>,
+        limit: usize,
+    ) -> Self {
+        let (publications, complete) = match since {
+            None => (Vec::new(), true),
+            Some(s) if position.offset == 0 => (Vec::new(), s.offset == 0),
+            Some(s) if s.epoch != position.epoch => (Vec::new(), false),
+            Some(s) => {
+                let pubs: Vec<Publication> = kept
+                    .into_iter()
+                    .filter(|p| p.offset > s.offset && p.epoch == position.epoch)
+                    .take(limit)
+                    .collect();
+                let covered = s.offset >= position.offset
+                    || pubs.first().is_some_and(|p| p.offset == s.offset + 1);
+                (pubs, covered)
+            }
+        };
+        Self {
+            publications,
+            position,
+            complete,
+        }
+    }
+}
+
 /// A broker failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -262,44 +307,19 @@ impl Broker for MemoryBroker {
         limit: usize,
     ) -> BoxFuture<'a, Result<History, BrokerError>> {
         let rooms = self.rooms.lock();
-        let (offset, publications, complete) = match rooms.get(topic) {
-            None => (
-                0,
-                Vec::new(),
-                since
-                    .as_ref()
-                    .is_none_or(|s| s.offset == 0 || s.epoch == self.epoch),
-            ),
-            Some(room) => match &since {
-                None => (room.offset, Vec::new(), true),
-                Some(s) if s.epoch != self.epoch => (room.offset, Vec::new(), false),
-                Some(s) => {
-                    let pubs: Vec<Publication> = room
-                        .history
-                        .iter()
-                        .map(|(_, p)| p)
-                        .filter(|p| p.offset > s.offset)
-                        .take(limit)
-                        .cloned()
-                        .collect();
-                    let first_needed = s.offset + 1;
-                    let covered = s.offset >= room.offset
-                        || pubs.first().is_some_and(|p| p.offset == first_needed);
-                    (room.offset, pubs, covered)
-                }
-            },
-        };
+        let room = rooms.get(topic);
         let position = StreamPosition {
-            offset,
+            offset: room.map_or(0, |r| r.offset),
             epoch: self.epoch.clone(),
         };
+        let after = since.as_ref().map_or(u64::MAX, |s| s.offset);
+        let kept = room
+            .into_iter()
+            .flat_map(|r| r.history.iter())
+            .filter(|(_, p)| p.offset > after)
+            .map(|(_, p)| p.clone());
+        let history = History::select(position, kept, since, limit);
         drop(rooms);
-        Box::pin(async move {
-            Ok(History {
-                publications,
-                position,
-                complete,
-            })
-        })
+        Box::pin(async move { Ok(history) })
     }
 }
