@@ -121,13 +121,7 @@ impl Codec for Encoding {
             Self::Json => serde_json::from_slice(frame).map_err(|e| e.to_string()),
             Self::MsgPack => rmp_serde::from_slice(frame).map_err(|e| e.to_string()),
         };
-        match parsed {
-            Ok(wire) => {
-                let id = wire.request_id.as_deref().map(str::to_owned);
-                wire.into_message(mode).map_err(|e| e.with_request_id(id))
-            }
-            Err(serde_msg) => Err(self.explain(frame, serde_msg)),
-        }
+        self.finish(parsed, frame, mode)
     }
 
     fn frame_type(&self) -> FrameType {
@@ -139,6 +133,37 @@ impl Codec for Encoding {
 }
 
 impl Encoding {
+    /// Decodes a frame already known to be UTF-8 (a WebSocket text frame,
+    /// validated by the WebSocket layer): JSON then skips a second UTF-8
+    /// check of every string. Same result as [`Codec::decode`].
+    ///
+    /// # Errors
+    /// As [`Codec::decode`].
+    pub fn decode_text(&self, frame: &str, mode: ParseMode) -> Result<Message, DecodeError> {
+        match self {
+            Self::Json => {
+                let parsed = serde_json::from_str(frame).map_err(|e| e.to_string());
+                self.finish(parsed, frame.as_bytes(), mode)
+            }
+            Self::MsgPack => self.decode(frame.as_bytes(), mode),
+        }
+    }
+
+    fn finish(
+        &self,
+        parsed: Result<WireIn<'_>, String>,
+        frame: &[u8],
+        mode: ParseMode,
+    ) -> Result<Message, DecodeError> {
+        match parsed {
+            Ok(wire) => {
+                let id = wire.request_id.as_deref().map(str::to_owned);
+                wire.into_message(mode).map_err(|e| e.with_request_id(id))
+            }
+            Err(serde_msg) => Err(self.explain(frame, serde_msg)),
+        }
+    }
+
     /// The slow path: parse as a generic value to name what is wrong.
     fn explain(&self, frame: &[u8], serde_msg: String) -> DecodeError {
         let value: Result<Value, String> = match self {

@@ -236,3 +236,21 @@ fn subprotocol_negotiation() {
     );
     assert_eq!(Encoding::negotiate("mqtt"), None);
 }
+
+#[test]
+fn decode_text_matches_decode() {
+    for msg in samples() {
+        let bytes = Encoding::Json.encode(&msg).expect("encode");
+        let text = std::str::from_utf8(&bytes).expect("utf8");
+        assert_eq!(
+            Encoding::Json
+                .decode_text(text, ParseMode::Strict)
+                .expect("decode_text"),
+            msg
+        );
+    }
+    let bad = Encoding::Json
+        .decode_text("[1]", ParseMode::Strict)
+        .expect_err("must be refused");
+    assert_eq!(bad.kind, DecodeErrorKind::Malformed);
+}

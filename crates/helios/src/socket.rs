@@ -258,8 +258,12 @@ impl Reader {
             .await;
             return;
         }
-        let payload = msg.into_payload();
-        let decoded = encoding.decode(&payload, self.helios.config().parse_mode);
+        let mode = self.helios.config().parse_mode;
+        let decoded = match msg.as_text() {
+            // Text frames were UTF-8-checked by the WebSocket layer already.
+            Some(text) => encoding.decode_text(text, mode),
+            None => encoding.decode(msg.as_payload(), mode),
+        };
         self.helios.metrics().message_in(match &decoded {
             Ok(Message::Request(_)) => MessageKind::Request,
             Ok(Message::Response(_)) => MessageKind::Response,
