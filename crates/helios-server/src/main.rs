@@ -8,6 +8,7 @@ mod jwt;
 mod settings;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -321,6 +322,8 @@ async fn serve(s: Settings) -> Result<(), String> {
             check_origin,
         ));
     }
+    // The backplane first: the node announces itself only once it can work.
+    start_broker(&helios).await?;
     let listener = tokio::net::TcpListener::bind(s.bind).await.map_err(|e| {
         format!(
             "cannot listen on {} (bind / --bind / HELIOS_BIND): {e}",
@@ -337,6 +340,29 @@ async fn serve(s: Settings) -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("helios stopped");
     Ok(())
+}
+
+/// Connects the broker (and the cluster's node bus), retrying a transient
+/// failure with back-off for up to 30 s — a node started while its broker
+/// is briefly slow or restarting waits instead of exiting.
+async fn start_broker(helios: &Helios) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match helios.start().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, "broker not ready, retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot start the broker (broker / --broker / HELIOS_BROKER): {e}"
+                ));
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
