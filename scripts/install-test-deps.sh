@@ -6,7 +6,7 @@
 #
 #   - kosoku (PyPI)          Autobahn TestSuite runner used by scripts/autobahn.sh
 #   - chromium (Debian apt)  /usr/bin/chromium, driven by browser tests via playwright-core
-#   - npm ci                 in clients/js and bench/ when they have a package-lock.json
+#   - npm ci                 in clients/js and crates/helios-server/tests/console (bench/ installs its own: bench/run.sh)
 #   - Redis  on 127.0.0.1:6379 and NATS (+JetStream) on 127.0.0.1:4222, started if down
 #
 # Environment knobs:
@@ -85,7 +85,7 @@ else
 fi
 
 # --- npm --------------------------------------------------------------------
-for dir in clients/js bench crates/helios-server/tests/console; do
+for dir in clients/js crates/helios-server/tests/console; do
     if [ ! -f "$ROOT/$dir/package-lock.json" ]; then
         log "npm: $dir has no package-lock.json, skipping"
         continue
