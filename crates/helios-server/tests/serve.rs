@@ -232,6 +232,38 @@ async fn es256_public_key() {
     assert_eq!(status, 401, "an HS256 token must not pass an ES256 server");
 }
 
+/// RS256 with a public-key file. The key pair in tests/support is a test
+/// fixture made with `openssl genpkey -algorithm RSA` (ring cannot generate
+/// RSA keys, so it is not made at test time); it protects nothing.
+#[tokio::test]
+async fn rs256_public_key() {
+    let support = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support");
+    let node = Node::start(&[
+        "--auth-jwt-public-key",
+        &format!("{support}/rs256-test.pub.pem"),
+        "--auth-jwt-algorithm",
+        "RS256",
+    ]);
+    let private = std::fs::read(format!("{support}/rs256-test.key.pem")).expect("test key");
+    let sign = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(&private).expect("rsa key"),
+        )
+        .expect("sign")
+    };
+    let token = sign(json!({"sub": "ada", "exp": now_secs() + 60}));
+    let c = try_connect(&format!("{}?token={token}", node.ws_url()), &[]).await;
+    assert!(c.is_ok(), "{:?}", c.err());
+    let expired = sign(json!({"sub": "ada", "exp": now_secs() - 60}));
+    let (status, _) = http(node.addr, "GET", &format!("/ws?token={expired}"), &UPGRADE).await;
+    assert_eq!(status, 401, "an expired RS256 token is refused");
+    let hs = hs256(&json!({"sub": "ada"}));
+    let (status, _) = http(node.addr, "GET", &format!("/ws?token={hs}"), &UPGRADE).await;
+    assert_eq!(status, 401, "an HS256 token must not pass an RS256 server");
+}
+
 #[tokio::test]
 async fn room_rules_from_the_config_file() {
     let file = write_temp(
