@@ -1,6 +1,7 @@
 //! Echo server for the Autobahn TestSuite: every text or binary message is
-//! sent back, over the same accept/upgrade path and WebSocket settings as
-//! `helios serve` (`helios::websocket_builder` behind hyper's upgrade).
+//! sent back, over the same accept/upgrade path, WebSocket settings and
+//! socket as `helios serve` (`helios::HibernatingSocket`, built with
+//! `helios::websocket_builder`, behind hyper's upgrade).
 //!
 //! `cargo run --release -p helios --example autobahn_echo -- 127.0.0.1:9001`
 
@@ -26,11 +27,17 @@ async fn echo(mut req: Request<Body>) -> Response {
             return;
         };
         // The same settings as every Helios socket; Autobahn sends up to 16 MiB.
-        let mut ws = helios::websocket_builder(64 * 1024 * 1024).serve(TokioIo::new(upgraded));
-        while let Some(Ok(msg)) = ws.next().await {
-            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+        // The socket Helios connections use: it sleeps (drops its read
+        // buffer) whenever it is idle, so the suite's slow and fragmented
+        // cases also test waking it mid-conversation.
+        let socket = helios::HibernatingSocket::new(TokioIo::new(upgraded), 64 * 1024 * 1024);
+        let (mut reader, mut writer) = (socket.reader(), socket.writer());
+        while let Some(Ok(msg)) = reader.next().await {
+            if (msg.is_text() || msg.is_binary()) && writer.send(msg).await.is_err() {
                 break;
             }
+            // Echoed messages count as use; let it sleep after each one.
+            std::future::poll_fn(|cx| std::task::Poll::Ready(writer.settle(cx))).await;
         }
     });
     let mut resp = Response::new(Body::empty());

@@ -19,8 +19,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+
+use crate::outbox::{Outbox, PushError};
 
 /// Topic of the notification that cancels an in-flight request, both ways.
 pub const CANCEL_TOPIC: &str = helios_protocol::topic::CANCEL;
@@ -60,7 +62,7 @@ pub struct Connection {
 struct Inner {
     id: Arc<str>,
     encoding: Encoding,
-    tx: mpsc::Sender<Bytes>,
+    outbox: Outbox,
     data: Mutex<HashMap<String, Value>>,
     pending: Mutex<HashMap<RequestId, oneshot::Sender<Response>>>,
     request_timeout: Duration,
@@ -107,18 +109,13 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(
-        id: Arc<str>,
-        encoding: Encoding,
-        tx: mpsc::Sender<Bytes>,
-        helios: &crate::helios::Helios,
-    ) -> Self {
+    pub(crate) fn new(id: Arc<str>, encoding: Encoding, helios: &crate::helios::Helios) -> Self {
         let config = helios.config();
         Self {
             inner: Arc::new(Inner {
                 id,
                 encoding,
-                tx,
+                outbox: Outbox::new(config.outbound_queue_frames),
                 data: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
                 request_timeout: config.request_timeout,
@@ -307,12 +304,17 @@ impl Connection {
         // Counted before the send so the writer never subtracts first.
         let len = frame.len();
         self.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let sent = self.inner.tx.send(frame).await;
+        let sent = self.inner.outbox.push(frame).await;
         if sent.is_err() {
             self.dequeued(len);
             return Err(SendError::Closed);
         }
         Ok(())
+    }
+
+    /// The queue of frames the connection's writer drains.
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
     }
 
     /// The writer took `len` bytes off the queue.
@@ -395,15 +397,15 @@ impl Connection {
         }
         let len = frame.len();
         self.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        match self.inner.tx.try_send(frame) {
+        match self.inner.outbox.try_push(frame) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 self.dequeued(len);
                 tracing::warn!(conn = %self.id(), "slow consumer: outbound queue full, closing");
                 self.close(CloseCode::SlowConsumer);
                 Err(SendError::Full)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(PushError::Closed) => {
                 self.dequeued(len);
                 Err(SendError::Closed)
             }

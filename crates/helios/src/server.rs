@@ -16,7 +16,6 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_websockets::{Config as WsConfig, Limits, ServerBuilder};
 
 use crate::auth::{Auth, AuthRejection, HandshakeRequest};
@@ -25,7 +24,7 @@ use crate::helios::Helios;
 use crate::listener::ConnectionPermit;
 use crate::metrics::Rejection;
 use crate::session::RecoverRequest;
-use crate::socket::{drive, new_connection_id};
+use crate::socket::{Recovery, drive, new_connection_id};
 
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -159,17 +158,18 @@ async fn upgrade(State(helios): State<Helios>, mut req: Request<Body>) -> Respon
     };
     // The connection's slot under the listener's caps lives as long as the socket.
     let permit = req.extensions_mut().remove::<ConnectionPermit>();
-    let encoding = hs.encoding;
-    let recover = Query::<HashMap<String, String>>::try_from_uri(req.uri())
-        .ok()
-        .and_then(|Query(q)| RecoverRequest::from_query(&q));
+    let opening = Box::new(Opening {
+        encoding: hs.encoding,
+        recover: Query::<HashMap<String, String>>::try_from_uri(req.uri())
+            .ok()
+            .and_then(|Query(q)| RecoverRequest::from_query(&q)),
+        auth,
+    });
     let task_helios = helios.clone();
     helios.tracker().spawn(async move {
         let _permit = permit;
         match on_upgrade.await {
-            Ok(upgraded) => {
-                accept_socket(task_helios, TokioIo::new(upgraded), encoding, recover, auth).await
-            }
+            Ok(upgraded) => accept_socket(task_helios, TokioIo::new(upgraded), opening).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
@@ -195,38 +195,51 @@ pub fn websocket_builder(max_message_bytes: usize) -> ServerBuilder {
         .config(WsConfig::default().frame_size(64 * 1024))
 }
 
+/// What the handshake decided about a connection. Boxed on its way into
+/// the connection's task: it is used once, and every value a task holds
+/// stays in its (resident) state for the task's whole life.
+pub(crate) struct Opening {
+    pub(crate) encoding: Encoding,
+    pub(crate) recover: Option<RecoverRequest>,
+    pub(crate) auth: Option<Auth>,
+}
+
 /// Takes over an upgraded stream and runs the connection to its end.
-pub(crate) async fn accept_socket<S>(
-    helios: Helios,
-    io: S,
-    encoding: Encoding,
-    recover: Option<RecoverRequest>,
-    auth: Option<Auth>,
-) where
+pub(crate) async fn accept_socket<S>(helios: Helios, io: S, opening: Box<Opening>)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = websocket_builder(helios.config().max_message_bytes).serve(io);
-    let (tx, rx) = mpsc::channel(helios.config().outbound_queue_frames);
+    let (conn, recovery) = Box::pin(prepare(&helios, opening)).await;
+    let metrics_helios = helios.clone();
+    let ended = conn.clone();
+    metrics_helios.metrics().connection_opened();
+    drive(helios, io, conn, recovery).await;
+    metrics_helios
+        .metrics()
+        .connection_closed(ended.close_code());
+}
+
+/// The connection, and the session it recovers, if it asked to.
+async fn prepare(helios: &Helios, opening: Box<Opening>) -> (Connection, Option<Box<Recovery>>) {
+    let Opening {
+        encoding,
+        recover,
+        auth,
+    } = *opening;
     let recovery = match recover {
-        Some(req) => Some((helios.take_session(&req).await, req)),
+        Some(req) => Some(Box::new((helios.take_session(&req).await, req))),
         None => None,
     };
-    let id = match &recovery {
+    let id = match recovery.as_deref() {
         Some((Ok(r), _)) => Arc::from(r.snapshot.starling_id.as_str()),
         _ => new_connection_id(),
     };
-    let conn = Connection::new(id, encoding, tx, &helios);
+    let conn = Connection::new(id, encoding, helios);
     if let Some(auth) = auth {
         conn.set_auth(auth);
         crate::auth::close_at_expiry(conn.clone());
     }
-    let metrics_helios = helios.clone();
-    let ended = conn.clone();
-    metrics_helios.metrics().connection_opened();
-    drive(helios, ws, conn, rx, recovery).await;
-    metrics_helios
-        .metrics()
-        .connection_closed(ended.close_code());
+    (conn, recovery)
 }
 
 async fn healthz(State(helios): State<Helios>) -> Response {

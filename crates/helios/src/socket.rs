@@ -21,19 +21,23 @@ use helios_protocol::{
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
-use tokio_websockets::{Message as WsMessage, WebSocketStream};
+use tokio_websockets::Message as WsMessage;
 
 use crate::connection::{CANCEL_TOPIC, Connection, WELCOME_TOPIC};
 use crate::context::{Context, Meta};
 use crate::handler::Reply;
 use crate::health::{HealthEvent, HealthEventKind, ping_payload, pong_latency};
 use crate::helios::Helios;
+use crate::hibernate::{HibernatingSocket, SocketReader, SocketWriter};
 use crate::metrics::MessageKind;
 use crate::ratelimit::{TokenBucket, Verdict};
 use crate::reliable::{ACK_TOPIC, SeenIds, ack_for};
 use crate::session::{NotRecovered, RecoverRequest, Recovered};
+
+/// A session to restore: whether the token was accepted, and what the
+/// client asked for.
+pub(crate) type Recovery = (Result<Recovered, NotRecovered>, RecoverRequest);
 
 /// What a finished handler task hands back to the reader.
 enum Done {
@@ -55,61 +59,56 @@ struct Reader {
 
 /// Runs a connection to its end.
 ///
-/// The opening (welcome, recovery) and the teardown are boxed: they run
-/// once, and keeping them out of this future keeps every idle connection's
-/// task small (only the reader loop's state stays resident).
+/// The reader and the writer are two futures of one task, sharing one
+/// [`HibernatingSocket`]: no second task, no split halves, and while the
+/// connection is idle the socket holds no WebSocket buffers. The opening
+/// (welcome, recovery) and the teardown are boxed: they run once, and
+/// keeping them out of this future keeps every idle connection's task small.
 pub(crate) async fn drive<S>(
     helios: Helios,
-    ws: WebSocketStream<S>,
+    io: S,
     conn: Connection,
-    rx: mpsc::Receiver<Bytes>,
-    recovery: Option<(Result<Recovered, NotRecovered>, RecoverRequest)>,
+    recovery: Option<Box<Recovery>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sink, stream) = ws.split();
+    let socket = HibernatingSocket::new(io, helios.config().max_message_bytes);
     let frame_type = conn.encoding().frame_type();
-    let writer = tokio::spawn(write_loop(
-        sink,
-        rx,
-        conn.clone(),
-        frame_type,
-        helios.clone(),
-    ));
-    Box::pin(open(&helios, &conn, recovery)).await;
-    // Connect hooks run beside the reader, not before it: a hook may call
-    // the client (`conn.request`), whose answer the reader must be free to read.
-    let connect_hooks = helios.has_connect_hooks().then(|| {
-        let (helios, conn) = (helios.clone(), conn.clone());
-        tokio::spawn(async move { helios.run_connect_hooks(&conn).await })
-    });
-
-    let mut reader = Reader {
-        helios: helios.clone(),
-        conn: conn.clone(),
-        inflight: JoinSet::new(),
-        aborts: HashMap::new(),
-        invalid_window: (Instant::now(), 0),
-        rate: helios.config().rate_limit.map(TokenBucket::new),
-        seen_acks: SeenIds::new(1024),
+    let reading = async {
+        Box::pin(open(&helios, &conn, recovery)).await;
+        // Connect hooks run beside the reader, not before it: a hook may call
+        // the client (`conn.request`), whose answer the reader must be free to read.
+        let connect_hooks = helios.has_connect_hooks().then(|| {
+            let (helios, conn) = (helios.clone(), conn.clone());
+            tokio::spawn(async move { helios.run_connect_hooks(&conn).await })
+        });
+        let mut reader = Reader {
+            helios: helios.clone(),
+            conn: conn.clone(),
+            inflight: JoinSet::new(),
+            aborts: HashMap::new(),
+            invalid_window: (Instant::now(), 0),
+            rate: helios.config().rate_limit.map(TokenBucket::new),
+            seen_acks: SeenIds::new(1024),
+        };
+        reader.run(socket.reader()).await;
+        Box::pin(leave(&helios, &conn, &mut reader)).await;
+        connect_hooks
     };
-    reader.run(stream).await;
-    Box::pin(teardown(helios, conn, reader, writer, connect_hooks)).await;
+    let writing = write_loop(socket.writer(), conn.clone(), frame_type, helios.clone());
+    let (connect_hooks, ()) = tokio::join!(reading, writing);
+    Box::pin(finish(helios, conn, connect_hooks)).await;
 }
 
 /// Registers the connection, restores a recovered session, sends the
 /// welcome and then the replay.
-async fn open(
-    helios: &Helios,
-    conn: &Connection,
-    recovery: Option<(Result<Recovered, NotRecovered>, RecoverRequest)>,
-) {
+async fn open(helios: &Helios, conn: &Connection, recovery: Option<Box<Recovery>>) {
     helios.registry().insert(conn.clone());
     helios.cluster_register(conn).await;
     let mut welcome =
         json!({ "starlingId": conn.id(), "recovered": false, "serverTime": now_ms() });
     let mut replay = None;
-    match recovery {
+    match recovery.map(|r| *r) {
         Some((Ok(recovered), req)) => {
             let (missed, messages, last) = helios
                 .restore_session(conn, recovered.snapshot, &req.since)
@@ -139,27 +138,28 @@ async fn open(
 /// Keeps the session for recovery (while the connection still holds it, so
 /// a reconnect in between is told it is held), leaves the registry and every
 /// room, releases the name, stops handlers, fails waiting requests, and
-/// runs the disconnect hooks.
-async fn teardown(
-    helios: Helios,
-    conn: Connection,
-    mut reader: Reader,
-    writer: tokio::task::JoinHandle<()>,
-    connect_hooks: Option<tokio::task::JoinHandle<()>>,
-) {
-    helios.save_session(&conn).await;
+/// closes the connection, which ends the writer.
+async fn leave(helios: &Helios, conn: &Connection, reader: &mut Reader) {
+    helios.save_session(conn).await;
     helios.registry().remove(conn.id());
-    helios.cluster_unregister(&conn).await;
-    helios.leave_all_rooms(&conn).await;
+    helios.cluster_unregister(conn).await;
+    helios.leave_all_rooms(conn).await;
     if let Some(name) = conn.set_name(None) {
         helios.release_name(&name, conn.id()).await;
     }
     reader.inflight.abort_all();
     conn.fail_pending();
     conn.close(CloseCode::Normal); // no-op when a code is already set
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    // Disconnect hooks run after the connect hooks are done (a hook still
-    // waiting on the client now sees CONNECTION_CLOSED and ends).
+}
+
+/// After the socket is done: runs the disconnect hooks, once the connect
+/// hooks are (a hook still waiting on the client now sees
+/// CONNECTION_CLOSED and ends).
+async fn finish(
+    helios: Helios,
+    conn: Connection,
+    connect_hooks: Option<tokio::task::JoinHandle<()>>,
+) {
     if let Some(hooks) = connect_hooks {
         let _ = tokio::time::timeout(helios.config().request_timeout, hooks).await;
     }
@@ -167,9 +167,9 @@ async fn teardown(
 }
 
 impl Reader {
-    async fn run<St>(&mut self, mut stream: St)
+    async fn run<S>(&mut self, mut stream: SocketReader<'_, S>)
     where
-        St: futures_util::Stream<Item = Result<WsMessage, tokio_websockets::Error>> + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
         let cap = self.helios.config().max_inflight_per_connection;
         let shutdown = self.helios.shutdown_token().clone();
@@ -591,13 +591,21 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-async fn tick(ping: &mut Option<tokio::time::Interval>) {
-    match ping {
-        Some(t) => {
-            t.tick().await;
-        }
-        None => std::future::pending().await,
+/// How long a connection without health checks must be idle before its
+/// socket sleeps.
+const IDLE_PERIOD: Duration = Duration::from_secs(30);
+
+/// Runs `f` once with the task's context.
+async fn poll_once<R>(mut f: impl FnMut(&mut std::task::Context<'_>) -> R) -> R {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(f(cx))).await
+}
+
+/// The socket sleeps: the writer's buffers go too.
+fn release(batch: &mut Vec<Bytes>, conn: &Connection) {
+    if batch.capacity() > 0 {
+        *batch = Vec::new();
     }
+    conn.outbox().release();
 }
 
 fn to_ws(frame: Bytes, kind: FrameType) -> WsMessage {
@@ -608,31 +616,38 @@ fn to_ws(frame: Bytes, kind: FrameType) -> WsMessage {
 }
 
 /// Drains the outbound queue into the socket, batching whatever is queued
-/// into one flush. Ends when the connection is closed: then it sends what is
-/// still queued (unless the client is a slow consumer) and the close frame.
-async fn write_loop<Si>(
-    mut sink: Si,
-    mut rx: mpsc::Receiver<Bytes>,
+/// into one flush, and lets the socket sleep when nothing is left. Ends
+/// when the connection is closed: then it sends what is still queued
+/// (unless the client is a slow consumer) and the close frame.
+async fn write_loop<S>(
+    mut sink: SocketWriter<'_, S>,
     conn: Connection,
     kind: FrameType,
     helios: Helios,
 ) where
-    Si: futures_util::Sink<WsMessage, Error = tokio_websockets::Error> + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let closed = conn.closed_token().clone();
     let mut batch = Vec::with_capacity(0);
     let max_missed = helios.config().max_missed_pongs;
-    let mut ping = helios.config().ping_interval.map(|every| {
-        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
+    let pings = helios.config().ping_interval.is_some();
+    // The health-check period doubles as the socket's idle period.
+    let every = helios.config().ping_interval.unwrap_or(IDLE_PERIOD);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     drop(helios);
+    let mut settled = false;
     loop {
         tokio::select! {
             biased;
             _ = closed.cancelled() => break,
-            _ = tick(&mut ping) => {
+            _ = ticks.tick() => {
+                if poll_once(|cx| sink.tick(cx)).await {
+                    release(&mut batch, &conn);
+                }
+                if !pings {
+                    continue;
+                }
                 let missed = conn.pings_outstanding();
                 let Some(h) = conn.helios() else { break };
                 if missed >= max_missed {
@@ -647,46 +662,70 @@ async fn write_loop<Si>(
                 conn.ping_sent();
                 if sink.send(WsMessage::ping(ping_payload())).await.is_err() {
                     conn.close(CloseCode::Normal);
-                    return;
+                    break;
                 }
             }
-            n = rx.recv_many(&mut batch, 64) => {
+            n = conn.outbox().recv_many(&mut batch, 64) => {
                 if n == 0 {
                     break;
                 }
-                for frame in batch.drain(..) {
-                    conn.dequeued(frame.len());
-                    if sink.feed(to_ws(frame, kind)).await.is_err() {
-                        conn.close(CloseCode::Normal);
-                        return;
-                    }
-                }
-                if sink.flush().await.is_err() {
+                if write_batch(&mut sink, &conn, &mut batch, kind).await.is_err()
+                    || sink.flush().await.is_err()
+                {
                     conn.close(CloseCode::Normal);
-                    return;
+                    break;
                 }
             }
         }
+        if conn.outbox().is_empty() {
+            let asleep = if settled {
+                poll_once(|cx| sink.sleep_if_idle(cx)).await
+            } else {
+                // The welcome (and any replay) is out.
+                settled = true;
+                poll_once(|cx| sink.settle(cx)).await
+            };
+            if asleep {
+                release(&mut batch, &conn);
+            }
+        }
     }
-    let code = conn.close_code();
-    if code != CloseCode::SlowConsumer {
-        while let Ok(frame) = rx.try_recv() {
-            conn.dequeued(frame.len());
-            if sink.feed(to_ws(frame, kind)).await.is_err() {
+    conn.outbox().close();
+    // Bounded: a peer that stopped reading must not hold the task.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        if conn.close_code() != CloseCode::SlowConsumer {
+            conn.outbox().take(&mut batch, usize::MAX);
+            if write_batch(&mut sink, &conn, &mut batch, kind)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
-    }
-    let close = tokio_websockets::CloseCode::try_from(code.code())
-        .ok()
-        .map(|c| WsMessage::close(Some(c), code.as_str()));
-    if let Some(close) = close {
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = sink.send(close).await;
+        let code = conn.close_code();
+        if let Ok(c) = tokio_websockets::CloseCode::try_from(code.code()) {
+            let _ = sink.send(WsMessage::close(Some(c), code.as_str())).await;
             let _ = sink.close().await;
-        })
-        .await;
+        }
+    })
+    .await;
+}
+
+/// Hands a batch of queued frames to the socket (without flushing).
+async fn write_batch<S>(
+    sink: &mut SocketWriter<'_, S>,
+    conn: &Connection,
+    batch: &mut Vec<Bytes>,
+    kind: FrameType,
+) -> Result<(), tokio_websockets::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for frame in batch.drain(..) {
+        conn.dequeued(frame.len());
+        sink.feed(to_ws(frame, kind)).await?;
     }
+    Ok(())
 }
 
 /// Shared with the upgrade path: a fresh `starlingId`.

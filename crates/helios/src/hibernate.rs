@@ -1,0 +1,588 @@
+//! A WebSocket that gives its read buffer back while the connection is idle.
+//!
+//! tokio-websockets reads through a `FramedRead` that allocates an 8 KiB
+//! buffer up front and keeps it for the socket's life: at 50,000 idle
+//! connections that alone is 400 MB. A [`HibernatingSocket`] keeps the
+//! WebSocket stream only while the connection is in use. Asleep, it keeps
+//! only the bare I/O; a read of a few bytes into a small inline buffer waits
+//! for the peer, and the stream is rebuilt when they arrive (they are handed
+//! to it first) or when there is something to send.
+//!
+//! It falls asleep only when nothing would be lost: the last read found
+//! nothing more, no frame is half read, no fragmented message is open, no
+//! close was seen and everything written is flushed. Knowing that no frame
+//! is half read needs the frame boundaries of the bytes handed to the
+//! stream: [`FrameTracker`] follows the frame headers (2–14 bytes each) and
+//! skips payloads; it never interprets or changes data.
+//!
+//! And it falls asleep only when the connection is idle, so that a busy one
+//! does not rebuild its stream for every message: a text or binary message
+//! read or written makes it *busy*; a busy socket sleeps only after
+//! [`SocketWriter::tick`] found it idle for a whole period (the connection's
+//! health-check interval); [`SocketWriter::settle`] (after the opening
+//! messages) and pings and pongs do not make it busy.
+//!
+//! ```no_run
+//! use futures_util::{SinkExt, StreamExt};
+//! use helios::HibernatingSocket;
+//!
+//! # async fn echo(io: tokio::net::TcpStream) {
+//! // `io` has already been upgraded (the HTTP handshake is done).
+//! let socket = HibernatingSocket::new(io, 64 * 1024);
+//! let (mut reader, mut writer) = (socket.reader(), socket.writer());
+//! while let Some(Ok(msg)) = reader.next().await {
+//!     if (msg.is_text() || msg.is_binary()) && writer.send(msg).await.is_err() {
+//!         break;
+//!     }
+//! }
+//! # }
+//! ```
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_util::{Sink, Stream};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_websockets::{Error, Message, WebSocketStream};
+
+use crate::server::websocket_builder;
+
+/// How many bytes a sleeping socket reads to notice the peer woke it.
+const PEEK_BYTES: usize = 16;
+
+/// A server-side WebSocket over an upgraded stream `S` that holds no read
+/// buffer while idle. Read with [`reader`](Self::reader), write with
+/// [`writer`](Self::writer); both borrow the socket, so both halves live in
+/// the same task (they share it through an uncontended lock).
+pub struct HibernatingSocket<S> {
+    state: Mutex<State<S>>,
+    max_message_bytes: usize,
+}
+
+enum State<S> {
+    /// The WebSocket stream, with its buffers; `drained` once a read found
+    /// nothing more, i.e. its read buffer holds at most part of a frame;
+    /// `busy` once a data message went through since the last settle or tick.
+    /// Boxed, so that a sleeping socket's state is only the tap's size.
+    Awake {
+        ws: Box<WebSocketStream<Tap<S>>>,
+        drained: bool,
+        busy: bool,
+    },
+    /// Only the I/O: no buffers but a few inline bytes.
+    Asleep(Tap<S>),
+    /// Between the two (never seen outside a state change).
+    Moving,
+}
+
+impl<S> HibernatingSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps an upgraded stream; it starts asleep. Messages above
+    /// `max_message_bytes` end the stream with close code 1009.
+    pub fn new(io: S, max_message_bytes: usize) -> Self {
+        Self {
+            state: Mutex::new(State::Asleep(Tap::new(io))),
+            max_message_bytes,
+        }
+    }
+
+    /// The read half: a `Stream` of messages. Pings are answered by the
+    /// socket itself.
+    pub fn reader(&self) -> SocketReader<'_, S> {
+        SocketReader { socket: self }
+    }
+
+    /// The write half: a `Sink` of messages.
+    pub fn writer(&self) -> SocketWriter<'_, S> {
+        SocketWriter { socket: self }
+    }
+
+    /// Whether the socket is asleep (holds no WebSocket buffers) right now.
+    pub fn is_asleep(&self) -> bool {
+        matches!(*self.state.lock(), State::Asleep(_))
+    }
+
+    /// Runs `f` on the awake WebSocket stream, waking it first.
+    fn with_ws<R>(&self, f: impl FnOnce(Pin<&mut WebSocketStream<Tap<S>>>) -> R) -> R {
+        let mut state = self.state.lock();
+        if let State::Asleep(_) = &*state {
+            let State::Asleep(tap) = std::mem::replace(&mut *state, State::Moving) else {
+                unreachable!("checked above")
+            };
+            *state = self.wake(tap);
+        }
+        match &mut *state {
+            State::Awake { ws, .. } => f(Pin::new(&mut **ws)),
+            State::Asleep(_) | State::Moving => unreachable!("woken above"),
+        }
+    }
+
+    /// A fresh stream has read nothing yet, so it is drained (bytes a
+    /// sleeping socket peeked stay in the tap, and go back to sleep with it).
+    fn wake(&self, tap: Tap<S>) -> State<S> {
+        State::Awake {
+            ws: Box::new(websocket_builder(self.max_message_bytes).serve(tap)),
+            drained: true,
+            busy: false,
+        }
+    }
+
+    /// Marks the socket busy (a data message went through).
+    fn mark_busy(&self) {
+        if let State::Awake { busy, .. } = &mut *self.state.lock() {
+            *busy = true;
+        }
+    }
+
+    /// Clears the busy mark, returning it.
+    fn take_busy(&self) -> bool {
+        match &mut *self.state.lock() {
+            State::Awake { busy, .. } => std::mem::take(busy),
+            State::Asleep(_) | State::Moving => false,
+        }
+    }
+
+    /// Puts an awake socket that is not busy to sleep if nothing would be
+    /// lost: its read buffer is empty and it is flushed. True if asleep.
+    fn try_sleep(&self, cx: &mut Context<'_>) -> bool {
+        let mut state = self.state.lock();
+        let State::Awake { ws, drained, busy } = &mut *state else {
+            return matches!(*state, State::Asleep(_));
+        };
+        if *busy || !*drained || !ws.get_ref().tracker.at_rest() {
+            return false;
+        }
+        if !matches!(Pin::new(&mut **ws).poll_flush(cx), Poll::Ready(Ok(()))) {
+            return false;
+        }
+        let State::Awake { ws, .. } = std::mem::replace(&mut *state, State::Moving) else {
+            unreachable!("checked above")
+        };
+        let mut tap = ws.into_inner();
+        // Registers this task for readability (and catches bytes that
+        // arrived meanwhile: they are kept in the tap).
+        let _ = tap.poll_peek(cx);
+        *state = State::Asleep(tap);
+        true
+    }
+}
+
+/// The read half of a [`HibernatingSocket`].
+pub struct SocketReader<'a, S> {
+    socket: &'a HibernatingSocket<S>,
+}
+
+impl<S> Stream for SocketReader<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let socket = self.socket;
+        {
+            let mut state = socket.state.lock();
+            if let State::Asleep(tap) = &mut *state {
+                match ready!(tap.poll_peek(cx)) {
+                    Ok(0) => return Poll::Ready(None),
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Some(Err(Error::Io(e)))),
+                }
+                let State::Asleep(tap) = std::mem::replace(&mut *state, State::Moving) else {
+                    unreachable!("checked above")
+                };
+                *state = socket.wake(tap);
+            }
+            let State::Awake { ws, drained, busy } = &mut *state else {
+                unreachable!("woken above")
+            };
+            match Pin::new(&mut **ws).poll_next(cx) {
+                Poll::Ready(item) => {
+                    *drained = false;
+                    if let Some(Ok(msg)) = &item {
+                        *busy |= msg.is_text() || msg.is_binary();
+                    }
+                    return Poll::Ready(item);
+                }
+                Poll::Pending => *drained = true,
+            }
+        }
+        let _ = socket.try_sleep(cx);
+        Poll::Pending
+    }
+}
+
+/// The write half of a [`HibernatingSocket`].
+pub struct SocketWriter<'a, S> {
+    socket: &'a HibernatingSocket<S>,
+}
+
+impl<S> SocketWriter<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Puts the socket to sleep if it is not busy, is flushed and its reader
+    /// found nothing more to read. True if it is asleep.
+    pub fn sleep_if_idle(&self, cx: &mut Context<'_>) -> bool {
+        self.socket.try_sleep(cx)
+    }
+
+    /// The opening messages (e.g. a welcome) are written: they do not count
+    /// as use, so an idle connection sleeps from here on. True if asleep.
+    pub fn settle(&self, cx: &mut Context<'_>) -> bool {
+        self.socket.take_busy();
+        self.socket.try_sleep(cx)
+    }
+
+    /// A period passed: sleeps if the socket was not busy during it, and
+    /// starts the next period. True if asleep.
+    pub fn tick(&self, cx: &mut Context<'_>) -> bool {
+        if self.socket.take_busy() {
+            return false;
+        }
+        self.socket.try_sleep(cx)
+    }
+}
+
+impl<S> Sink<Message> for SocketWriter<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.socket.with_ws(|ws| ws.poll_ready(cx))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        let data = item.is_text() || item.is_binary();
+        self.socket.with_ws(|ws| ws.start_send(item))?;
+        if data {
+            self.socket.mark_busy();
+        }
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.socket.is_asleep() {
+            return Poll::Ready(Ok(())); // nothing can be unflushed
+        }
+        self.socket.with_ws(|ws| ws.poll_flush(cx))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.socket.with_ws(|ws| ws.poll_close(cx))
+    }
+}
+
+/// The I/O under the WebSocket stream: hands the stream the bytes a
+/// sleeping socket read first, and follows the frame boundaries of
+/// everything handed over.
+struct Tap<S> {
+    io: S,
+    peeked: [u8; PEEK_BYTES],
+    peeked_start: u8,
+    peeked_end: u8,
+    tracker: FrameTracker,
+}
+
+impl<S: AsyncRead + Unpin> Tap<S> {
+    fn new(io: S) -> Self {
+        Self {
+            io,
+            peeked: [0; PEEK_BYTES],
+            peeked_start: 0,
+            peeked_end: 0,
+            tracker: FrameTracker::default(),
+        }
+    }
+
+    /// Waits for the peer: `Ok(n)` once `n` bytes are kept (0 at end of
+    /// stream).
+    fn poll_peek(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.peeked_end > self.peeked_start {
+            return Poll::Ready(Ok(usize::from(self.peeked_end - self.peeked_start)));
+        }
+        let mut buf = ReadBuf::new(&mut self.peeked);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        self.peeked_start = 0;
+        // At most PEEK_BYTES (16), so it fits.
+        self.peeked_end = n as u8;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        if this.peeked_end > this.peeked_start {
+            let kept = &this.peeked[usize::from(this.peeked_start)..usize::from(this.peeked_end)];
+            let n = kept.len().min(buf.remaining());
+            buf.put_slice(&kept[..n]);
+            this.peeked_start += n as u8; // n <= PEEK_BYTES
+        } else {
+            ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        }
+        this.tracker.follow(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Follows the frame structure (RFC 6455 §5.2) of a byte stream: where
+/// each frame's header and payload end, whether a fragmented message is
+/// open, and whether a close frame was seen.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FrameTracker {
+    header: [u8; 14],
+    header_len: u8,
+    payload_left: u64,
+    fragmented: bool,
+    closing: bool,
+}
+
+impl FrameTracker {
+    /// True between frames, outside a fragmented message, before any close:
+    /// a fresh WebSocket stream would read on exactly as this one.
+    pub(crate) fn at_rest(&self) -> bool {
+        self.header_len == 0 && self.payload_left == 0 && !self.fragmented && !self.closing
+    }
+
+    pub(crate) fn follow(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let n = usize::try_from(self.payload_left)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                self.payload_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.header[usize::from(self.header_len)] = bytes[0];
+            self.header_len += 1;
+            bytes = &bytes[1..];
+            if usize::from(self.header_len) == self.header_size() {
+                self.end_header();
+            }
+        }
+    }
+
+    /// The full header's size, known from its second byte on.
+    fn header_size(&self) -> usize {
+        if self.header_len < 2 {
+            return 2;
+        }
+        let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
+        let extended = match self.header[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        2 + extended + mask
+    }
+
+    fn end_header(&mut self) {
+        let (b0, b1) = (self.header[0], self.header[1]);
+        let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
+        self.payload_left = match b1 & 0x7f {
+            126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+            127 => {
+                let mut len = [0u8; 8];
+                len.copy_from_slice(&self.header[2..10]);
+                u64::from_be_bytes(len)
+            }
+            n => u64::from(n),
+        };
+        match opcode {
+            0x1 | 0x2 => self.fragmented = !fin,
+            0x0 if fin => self.fragmented = false,
+            0x8 => self.closing = true,
+            _ => {}
+        }
+        self.header_len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        let mut out = vec![(u8::from(fin) << 7) | opcode];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => out.push(mask_bit | n as u8),
+            n if n <= 0xffff => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(mask_bit | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            out.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn rests_only_between_whole_frames() {
+        for len in [0, 5, 125, 126, 300, 70_000] {
+            let bytes = frame(true, 0x1, &vec![b'a'; len], true);
+            let mut t = FrameTracker::default();
+            for (i, b) in bytes.iter().enumerate() {
+                assert!(
+                    t.at_rest() == (i == 0),
+                    "len {len}: at byte {i} of {}",
+                    bytes.len()
+                );
+                t.follow(std::slice::from_ref(b));
+            }
+            assert!(t.at_rest(), "len {len}: after the frame");
+        }
+    }
+
+    #[test]
+    fn follows_several_frames_in_one_read_and_split_headers() {
+        let mut bytes = frame(true, 0x2, &[7; 200], true);
+        bytes.extend(frame(true, 0x1, b"hi", true));
+        let mut t = FrameTracker::default();
+        t.follow(&bytes);
+        assert!(t.at_rest());
+        let third = frame(true, 0x1, &[b'x'; 1000], true);
+        t.follow(&third[..3]); // inside the extended length
+        assert!(!t.at_rest());
+        t.follow(&third[3..]);
+        assert!(t.at_rest());
+    }
+
+    #[test]
+    fn a_fragmented_message_is_not_at_rest_until_its_last_fragment() {
+        let mut t = FrameTracker::default();
+        t.follow(&frame(false, 0x1, b"hel", true));
+        assert!(!t.at_rest());
+        t.follow(&frame(true, 0x9, b"ping", true)); // control frame in between
+        assert!(!t.at_rest());
+        t.follow(&frame(false, 0x0, b"l", true));
+        assert!(!t.at_rest());
+        t.follow(&frame(true, 0x0, b"o", true));
+        assert!(t.at_rest());
+    }
+
+    #[test]
+    fn never_rests_after_a_close() {
+        let mut t = FrameTracker::default();
+        t.follow(&frame(true, 0x8, &[3, 232], true));
+        assert!(!t.at_rest());
+    }
+
+    #[tokio::test]
+    async fn sleeps_when_idle_and_wakes_for_reads_and_writes() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (server_io, mut client) = tokio::io::duplex(64 * 1024);
+        let socket = HibernatingSocket::new(server_io, 1 << 20);
+        let (mut reader, mut writer) = (socket.reader(), socket.writer());
+        assert!(socket.is_asleep(), "starts asleep");
+
+        // A message split in three writes, with a pause inside its header.
+        let msg = frame(true, 0x1, &[b'z'; 300], true);
+        let masked: Vec<u8> = {
+            let mut m = msg.clone();
+            for (i, b) in m[8..].iter_mut().enumerate() {
+                *b ^= [1, 2, 3, 4][i % 4];
+            }
+            m
+        };
+        client.write_all(&masked[..1]).await.expect("test step");
+        let got = tokio::time::timeout(std::time::Duration::from_millis(50), reader.next()).await;
+        assert!(got.is_err(), "half a header is not a message");
+        assert!(!socket.is_asleep(), "awake while a frame is half read");
+        client.write_all(&masked[1..200]).await.expect("test step");
+        let got = tokio::time::timeout(std::time::Duration::from_millis(50), reader.next()).await;
+        assert!(got.is_err());
+        assert!(!socket.is_asleep(), "awake while a payload is half read");
+        client.write_all(&masked[200..]).await.expect("test step");
+        let got = reader.next().await.expect("a message").expect("no error");
+        assert_eq!(got.as_text(), Some("z".repeat(300).as_str()));
+
+        // It carried a message: busy, so it stays awake until a whole
+        // period passes without one.
+        let got = tokio::time::timeout(std::time::Duration::from_millis(50), reader.next()).await;
+        assert!(got.is_err());
+        assert!(!socket.is_asleep(), "a busy socket stays awake");
+        let tick = || std::future::poll_fn(|cx| Poll::Ready(writer.tick(cx)));
+        tick().await;
+        assert!(!socket.is_asleep(), "busy during the first period");
+        tick().await;
+        assert!(socket.is_asleep(), "asleep after an idle period");
+
+        // A ping wakes it; it answers and falls asleep again (control
+        // frames are not use).
+        let mut ping = frame(true, 0x9, b"p", true);
+        ping[6] ^= 1;
+        client.write_all(&ping).await.expect("test step");
+        let got = tokio::time::timeout(std::time::Duration::from_millis(50), reader.next()).await;
+        assert!(got.is_ok_and(|m| m.is_some_and(|m| m.is_ok_and(|m| m.is_ping()))));
+        let got = tokio::time::timeout(std::time::Duration::from_millis(50), reader.next()).await;
+        assert!(got.is_err());
+        assert!(socket.is_asleep(), "asleep again after a ping");
+        let mut pong = [0u8; 3];
+        client.read_exact(&mut pong).await.expect("test step");
+        assert_eq!(pong, [0x8a, 1, b'p']);
+
+        // A write wakes it; the peer gets the frame; settling (the opening
+        // is done) lets it sleep at once.
+        writer.send(Message::text("back")).await.expect("test step");
+        assert!(!socket.is_asleep());
+        let mut head = [0u8; 6];
+        client.read_exact(&mut head).await.expect("test step");
+        assert_eq!(&head, &[0x81, 4, b'b', b'a', b'c', b'k']);
+        let asleep = std::future::poll_fn(|cx| Poll::Ready(writer.settle(cx))).await;
+        assert!(asleep);
+        assert!(socket.is_asleep(), "asleep once settled");
+    }
+}

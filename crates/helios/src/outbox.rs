@@ -1,0 +1,166 @@
+//! A connection's bounded queue of encoded frames, waiting to be written.
+//!
+//! Many senders (handlers, room fan-out, relays), one drainer (the
+//! connection's writer). Unlike a tokio `mpsc` channel, which allocates its
+//! first block of slots up front (~1.5 KB), an idle outbox holds no heap
+//! memory beyond what its deque kept, which matters at tens of thousands
+//! of idle connections.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The queue holds its maximum number of frames.
+    Full,
+    /// The outbox was closed.
+    Closed,
+}
+
+pub(crate) struct Outbox {
+    frames: Mutex<VecDeque<Bytes>>,
+    /// One permit per free slot; closed with the outbox.
+    space: Semaphore,
+    /// Wakes the drainer.
+    ready: Notify,
+}
+
+impl Outbox {
+    pub(crate) fn new(max_frames: usize) -> Self {
+        Self {
+            frames: Mutex::new(VecDeque::new()),
+            space: Semaphore::new(max_frames.clamp(1, Semaphore::MAX_PERMITS)),
+            ready: Notify::new(),
+        }
+    }
+
+    /// Queues a frame, waiting while the queue is full.
+    pub(crate) async fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        let permit = self.space.acquire().await.map_err(|_| PushError::Closed)?;
+        permit.forget();
+        self.enqueue(frame);
+        Ok(())
+    }
+
+    /// Queues a frame without waiting.
+    pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), PushError> {
+        match self.space.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => return Err(PushError::Full),
+            Err(TryAcquireError::Closed) => return Err(PushError::Closed),
+        }
+        self.enqueue(frame);
+        Ok(())
+    }
+
+    fn enqueue(&self, frame: Bytes) {
+        self.frames.lock().push_back(frame);
+        self.ready.notify_one();
+    }
+
+    /// Moves up to `limit` queued frames into `out`, waiting until there is
+    /// at least one; 0 once the outbox is closed and empty.
+    pub(crate) async fn recv_many(&self, out: &mut Vec<Bytes>, limit: usize) -> usize {
+        loop {
+            let n = self.take(out, limit);
+            if n > 0 || self.space.is_closed() {
+                return n;
+            }
+            // `notify_one` leaves a permit when nobody waits, so a push
+            // between `take` and here is not missed.
+            self.ready.notified().await;
+        }
+    }
+
+    /// Moves up to `limit` queued frames into `out` without waiting.
+    pub(crate) fn take(&self, out: &mut Vec<Bytes>, limit: usize) -> usize {
+        let n = {
+            let mut frames = self.frames.lock();
+            let n = frames.len().min(limit);
+            out.extend(frames.drain(..n));
+            n
+        };
+        if n > 0 && !self.space.is_closed() {
+            self.space.add_permits(n);
+        }
+        n
+    }
+
+    /// Gives the queue's memory back if it is empty (the connection is idle).
+    pub(crate) fn release(&self) {
+        let mut frames = self.frames.lock();
+        if frames.is_empty() && frames.capacity() > 0 {
+            *frames = VecDeque::new();
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.frames.lock().is_empty()
+    }
+
+    /// No more pushes; waiting senders get `Closed`, the drainer can still
+    /// take what is queued.
+    pub(crate) fn close(&self) {
+        self.space.close();
+        self.ready.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keeps_order_and_bounds_the_queue() {
+        let outbox = Outbox::new(2);
+        outbox.push(Bytes::from_static(b"a")).await.expect("test step");
+        outbox.try_push(Bytes::from_static(b"b")).expect("test step");
+        assert_eq!(
+            outbox.try_push(Bytes::from_static(b"c")),
+            Err(PushError::Full)
+        );
+        let mut out = Vec::new();
+        assert_eq!(outbox.recv_many(&mut out, 10).await, 2);
+        assert_eq!(out, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        outbox.try_push(Bytes::from_static(b"c")).expect("test step");
+        assert!(!outbox.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_push_waits_for_the_drainer() {
+        let outbox = std::sync::Arc::new(Outbox::new(1));
+        outbox.push(Bytes::from_static(b"1")).await.expect("test step");
+        let pusher = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.push(Bytes::from_static(b"2")).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!pusher.is_finished(), "waits while full");
+        let mut out = Vec::new();
+        outbox.recv_many(&mut out, 1).await;
+        pusher.await.expect("a message").expect("no error");
+        out.clear();
+        outbox.recv_many(&mut out, 1).await;
+        assert_eq!(out, [Bytes::from_static(b"2")]);
+    }
+
+    #[tokio::test]
+    async fn close_wakes_the_drainer_and_refuses_pushes() {
+        let outbox = std::sync::Arc::new(Outbox::new(4));
+        let drainer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.recv_many(&mut Vec::new(), 4).await })
+        };
+        tokio::task::yield_now().await;
+        outbox.close();
+        assert_eq!(drainer.await.expect("test step"), 0);
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"x")).await,
+            Err(PushError::Closed)
+        );
+    }
+}
