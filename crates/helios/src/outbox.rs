@@ -117,8 +117,13 @@ mod tests {
     #[tokio::test]
     async fn keeps_order_and_bounds_the_queue() {
         let outbox = Outbox::new(2);
-        outbox.push(Bytes::from_static(b"a")).await.expect("test step");
-        outbox.try_push(Bytes::from_static(b"b")).expect("test step");
+        outbox
+            .push(Bytes::from_static(b"a"))
+            .await
+            .expect("test step");
+        outbox
+            .try_push(Bytes::from_static(b"b"))
+            .expect("test step");
         assert_eq!(
             outbox.try_push(Bytes::from_static(b"c")),
             Err(PushError::Full)
@@ -126,14 +131,19 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(outbox.recv_many(&mut out, 10).await, 2);
         assert_eq!(out, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
-        outbox.try_push(Bytes::from_static(b"c")).expect("test step");
+        outbox
+            .try_push(Bytes::from_static(b"c"))
+            .expect("test step");
         assert!(!outbox.is_empty());
     }
 
     #[tokio::test]
     async fn a_full_push_waits_for_the_drainer() {
         let outbox = std::sync::Arc::new(Outbox::new(1));
-        outbox.push(Bytes::from_static(b"1")).await.expect("test step");
+        outbox
+            .push(Bytes::from_static(b"1"))
+            .await
+            .expect("test step");
         let pusher = {
             let outbox = outbox.clone();
             tokio::spawn(async move { outbox.push(Bytes::from_static(b"2")).await })
