@@ -106,6 +106,15 @@ where
         matches!(*self.state.lock(), State::Asleep(_))
     }
 
+    /// Ready once the peer sent something (or the stream ended) while the
+    /// socket sleeps; at once if it is awake. Reading is left to the reader.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut *self.state.lock() {
+            State::Asleep(tap) => tap.poll_peek(cx).map(|_| ()),
+            State::Awake { .. } | State::Moving => Poll::Ready(()),
+        }
+    }
+
     /// Runs `f` on the awake WebSocket stream, waking it first.
     fn with_ws<R>(&self, f: impl FnOnce(Pin<&mut WebSocketStream<Tap<S>>>) -> R) -> R {
         let mut state = self.state.lock();

@@ -64,7 +64,7 @@ impl Outbox {
 
     /// Moves up to `limit` queued frames into `out`, waiting until there is
     /// at least one; 0 once the outbox is closed and empty.
-    pub(crate) async fn recv_many(&self, out: &mut Vec<Bytes>, limit: usize) -> usize {
+    pub(crate) async fn recv_many(&self, out: &mut VecDeque<Bytes>, limit: usize) -> usize {
         loop {
             let n = self.take(out, limit);
             if n > 0 || self.space.is_closed() {
@@ -77,7 +77,7 @@ impl Outbox {
     }
 
     /// Moves up to `limit` queued frames into `out` without waiting.
-    pub(crate) fn take(&self, out: &mut Vec<Bytes>, limit: usize) -> usize {
+    pub(crate) fn take(&self, out: &mut VecDeque<Bytes>, limit: usize) -> usize {
         let n = {
             let mut frames = self.frames.lock();
             let n = frames.len().min(limit);
@@ -88,6 +88,13 @@ impl Outbox {
             self.space.add_permits(n);
         }
         n
+    }
+
+    /// Waits until a frame is queued (or the outbox is closed).
+    pub(crate) async fn ready(&self) {
+        while self.is_empty() && !self.space.is_closed() {
+            self.ready.notified().await;
+        }
     }
 
     /// Gives the queue's memory back if it is empty (the connection is idle).
@@ -128,7 +135,7 @@ mod tests {
             outbox.try_push(Bytes::from_static(b"c")),
             Err(PushError::Full)
         );
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         assert_eq!(outbox.recv_many(&mut out, 10).await, 2);
         assert_eq!(out, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
         outbox
@@ -150,7 +157,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         assert!(!pusher.is_finished(), "waits while full");
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         outbox.recv_many(&mut out, 1).await;
         pusher.await.expect("a message").expect("no error");
         out.clear();
@@ -163,7 +170,7 @@ mod tests {
         let outbox = std::sync::Arc::new(Outbox::new(4));
         let drainer = {
             let outbox = outbox.clone();
-            tokio::spawn(async move { outbox.recv_many(&mut Vec::new(), 4).await })
+            tokio::spawn(async move { outbox.recv_many(&mut VecDeque::new(), 4).await })
         };
         tokio::task::yield_now().await;
         outbox.close();

@@ -8,9 +8,10 @@
 //! decides what is answered. That is what makes cancellation race-free: a
 //! cancelled request is removed before its handler's result could be sent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -59,11 +60,16 @@ struct Reader {
 
 /// Runs a connection to its end.
 ///
-/// The reader and the writer are two futures of one task, sharing one
-/// [`HibernatingSocket`]: no second task, no split halves, and while the
-/// connection is idle the socket holds no WebSocket buffers. The opening
-/// (welcome, recovery) and the teardown are boxed: they run once, and
-/// keeping them out of this future keeps every idle connection's task small.
+/// A connection alternates between two phases. *Active*: the reader and the
+/// writer run as two futures of this one task, sharing one
+/// [`HibernatingSocket`] (no second task, no split halves); their futures
+/// are boxed and exist only in this phase. *Dozing*: the socket sleeps (no
+/// WebSocket buffers), nothing is queued and no handler runs, so their
+/// futures are dropped and the task waits on a few small futures for the
+/// peer, a queued frame, the health-check tick, a close or the shutdown. An
+/// idle connection thus costs its task's small dozing state, not the reader's
+/// and writer's working state. The opening (welcome, recovery) and the
+/// teardown are boxed too: they run once.
 pub(crate) async fn drive<S>(
     helios: Helios,
     io: S,
@@ -73,36 +79,138 @@ pub(crate) async fn drive<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let socket = HibernatingSocket::new(io, helios.config().max_message_bytes);
-    let frame_type = conn.encoding().frame_type();
-    let reading = async {
-        Box::pin(open(&helios, &conn, recovery)).await;
-        // Connect hooks run beside the reader, not before it: a hook may call
-        // the client (`conn.request`), whose answer the reader must be free to read.
-        let connect_hooks = helios.has_connect_hooks().then(|| {
-            let (helios, conn) = (helios.clone(), conn.clone());
-            tokio::spawn(async move { helios.run_connect_hooks(&conn).await })
-        });
-        let mut reader = Reader {
-            helios: helios.clone(),
-            conn: conn.clone(),
-            inflight: JoinSet::new(),
-            aborts: HashMap::new(),
-            invalid_window: (Instant::now(), 0),
-            rate: helios.config().rate_limit.map(TokenBucket::new),
-            seen_acks: SeenIds::new(1024),
-        };
-        reader.run(socket.reader()).await;
-        Box::pin(leave(&helios, &conn, &mut reader)).await;
-        connect_hooks
+    let mut reader = Reader {
+        helios: helios.clone(),
+        conn: conn.clone(),
+        inflight: JoinSet::new(),
+        aborts: HashMap::new(),
+        invalid_window: (Instant::now(), 0),
+        rate: helios.config().rate_limit.map(TokenBucket::new),
+        seen_acks: SeenIds::new(1024),
     };
-    let writing = write_loop(socket.writer(), conn.clone(), frame_type, helios.clone());
-    let (connect_hooks, ()) = tokio::join!(reading, writing);
+    let mut writer = Writer::new(&helios, &conn);
+    let mut opening: Option<Opening> = Some(Box::pin(open(helios.clone(), conn.clone(), recovery)));
+    let mut connect_hooks = None;
+    loop {
+        let phase = Box::pin(active(
+            &socket,
+            &mut reader,
+            &mut writer,
+            &mut opening,
+            &mut connect_hooks,
+        ))
+        .await;
+        // After a dozing phase that did not end the connection, it is
+        // active again.
+        if phase == Phase::Ended || doze(&socket, &conn, &helios, &mut writer).await == Phase::Ended
+        {
+            break;
+        }
+    }
+    Box::pin(leave(&helios, &conn, &mut reader)).await;
+    Box::pin(writer.finish(&mut socket.writer(), &conn)).await;
     Box::pin(finish(helios, conn, connect_hooks)).await;
 }
 
+/// The welcome and the recovery replay, sent once at the start.
+type Opening = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Connect hooks run beside the reader, not before it: a hook may call the
+/// client (`conn.request`), whose answer the reader must be free to read.
+fn connect_hooks_task(helios: &Helios, conn: &Connection) -> Option<tokio::task::JoinHandle<()>> {
+    helios.has_connect_hooks().then(|| {
+        let (helios, conn) = (helios.clone(), conn.clone());
+        tokio::spawn(async move { helios.run_connect_hooks(&conn).await })
+    })
+}
+
+/// The dozing phase: the socket sleeps, nothing is queued, no handler
+/// runs. Waits for whatever needs the active phase again.
+async fn doze<S>(
+    socket: &HibernatingSocket<S>,
+    conn: &Connection,
+    helios: &Helios,
+    writer: &mut Writer,
+) -> Phase
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::select! {
+        biased;
+        _ = conn.closed_token().cancelled() => Phase::Ended,
+        // The active phase drains the connection.
+        _ = helios.shutdown_token().cancelled() => Phase::Idle,
+        _ = writer.ticks.tick() => {
+            writer.tick_due = true;
+            Phase::Idle
+        }
+        () = conn.outbox().ready() => Phase::Idle,
+        () = std::future::poll_fn(|cx| socket.poll_readable(cx)) => Phase::Idle,
+    }
+}
+
+/// How a phase ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing to do until the peer or the server has something.
+    Idle,
+    /// The connection is over.
+    Ended,
+}
+
+/// The active phase: the opening (first time), then reading and writing,
+/// until the connection ends or falls idle.
+async fn active<S>(
+    socket: &HibernatingSocket<S>,
+    reader: &mut Reader,
+    writer: &mut Writer,
+    opening: &mut Option<Opening>,
+    connect_hooks: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Phase
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (helios, conn) = (reader.helios.clone(), reader.conn.clone());
+    let quiet = AtomicBool::new(false);
+    let reading = async {
+        if let Some(opening) = opening.as_mut() {
+            opening.await;
+            *connect_hooks = connect_hooks_task(&helios, &conn);
+        }
+        *opening = None;
+        reader.run(socket.reader(), &quiet).await;
+    };
+    let writing = async {
+        writer.run(&mut socket.writer(), &conn).await;
+        // The reader ends too (it sees the close) and ends the phase.
+        std::future::pending::<()>().await;
+    };
+    let idle = std::future::poll_fn(|_| {
+        // Polled after the reader and the writer, in the same wake: their
+        // state is current. Asleep means the reader waits for the peer and
+        // the writer has nothing in hand.
+        let idle = quiet.load(Ordering::Relaxed)
+            && socket.is_asleep()
+            && conn.outbox().is_empty()
+            && conn.is_open()
+            && !helios.is_shutting_down();
+        if idle {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    });
+    tokio::select! {
+        biased;
+        () = reading => Phase::Ended,
+        () = writing => Phase::Ended,
+        () = idle => Phase::Idle,
+    }
+}
 /// Registers the connection, restores a recovered session, sends the
 /// welcome and then the replay.
-async fn open(helios: &Helios, conn: &Connection, recovery: Option<Box<Recovery>>) {
+async fn open(helios: Helios, conn: Connection, recovery: Option<Box<Recovery>>) {
+    let (helios, conn) = (&helios, &conn);
     helios.registry().insert(conn.clone());
     helios.cluster_register(conn).await;
     let mut welcome =
@@ -167,23 +275,28 @@ async fn finish(
 }
 
 impl Reader {
-    async fn run<S>(&mut self, mut stream: SocketReader<'_, S>)
+    /// Reads and answers until the connection ends. `quiet` tells the
+    /// connection's phase logic whether the reader has nothing in hand: it
+    /// waits for the peer only, no handler runs, it is not draining.
+    async fn run<S>(&mut self, mut stream: SocketReader<'_, S>, quiet: &AtomicBool)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let cap = self.helios.config().max_inflight_per_connection;
         let shutdown = self.helios.shutdown_token().clone();
         let closed = self.conn.closed_token().clone();
-        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut drain_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             let draining = drain_deadline.is_some();
             if draining && self.inflight.is_empty() {
                 self.conn.close(CloseCode::GoingAway);
                 return;
             }
+            quiet.store(!draining && self.inflight.is_empty(), Ordering::Relaxed);
             tokio::select! {
                 biased;
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
+                    quiet.store(false, Ordering::Relaxed);
                     if let Ok(Done::Reply(id, reply)) = done {
                         Box::pin(self.answer(id, reply)).await;
                     }
@@ -191,13 +304,14 @@ impl Reader {
                 _ = closed.cancelled() => return,
                 _ = shutdown.cancelled(), if !draining => {
                     let grace = self.helios.config().shutdown_grace;
-                    drain_deadline = Some(tokio::time::Instant::now() + grace);
+                    drain_deadline = Some(Box::pin(tokio::time::sleep(grace)));
                 }
-                _ = sleep_until(drain_deadline), if draining => {
+                _ = sleep_until(&mut drain_deadline), if draining => {
                     Box::pin(self.give_up_in_flight()).await;
                     return;
                 }
                 frame = stream.next(), if !draining && self.inflight.len() < cap => {
+                    quiet.store(false, Ordering::Relaxed);
                     match frame {
                         None => return,
                         Some(Ok(msg)) => Box::pin(self.on_frame(msg)).await,
@@ -574,9 +688,11 @@ async fn run_bounded(
     reply
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+/// Waits for the deadline, if there is one (boxed: most connections never
+/// have one, and an idle task should not carry a timer).
+async fn sleep_until(deadline: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => d.as_mut().await,
         None => std::future::pending().await,
     }
 }
@@ -600,14 +716,6 @@ async fn poll_once<R>(mut f: impl FnMut(&mut std::task::Context<'_>) -> R) -> R 
     std::future::poll_fn(|cx| std::task::Poll::Ready(f(cx))).await
 }
 
-/// The socket sleeps: the writer's buffers go too.
-fn release(batch: &mut Vec<Bytes>, conn: &Connection) {
-    if batch.capacity() > 0 {
-        *batch = Vec::new();
-    }
-    conn.outbox().release();
-}
-
 fn to_ws(frame: Bytes, kind: FrameType) -> WsMessage {
     match kind {
         FrameType::Text => WsMessage::text(frame),
@@ -615,117 +723,181 @@ fn to_ws(frame: Bytes, kind: FrameType) -> WsMessage {
     }
 }
 
-/// Drains the outbound queue into the socket, batching whatever is queued
-/// into one flush, and lets the socket sleep when nothing is left. Ends
-/// when the connection is closed: then it sends what is still queued
-/// (unless the client is a slow consumer) and the close frame.
-async fn write_loop<S>(
-    mut sink: SocketWriter<'_, S>,
-    conn: Connection,
+/// The writer side of one connection: drains the outbound queue into the
+/// socket, batching whatever is queued into one flush, sends the health-check
+/// pings, and lets the socket sleep when nothing is left. Its state outlives
+/// the active phases; only `run`'s future is dropped when the connection
+/// dozes.
+struct Writer {
     kind: FrameType,
-    helios: Helios,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let closed = conn.closed_token().clone();
-    let mut batch = Vec::with_capacity(0);
-    let max_missed = helios.config().max_missed_pongs;
-    let pings = helios.config().ping_interval.is_some();
-    // The health-check period doubles as the socket's idle period.
-    let every = helios.config().ping_interval.unwrap_or(IDLE_PERIOD);
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    drop(helios);
-    let mut settled = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = closed.cancelled() => break,
-            _ = ticks.tick() => {
-                if poll_once(|cx| sink.tick(cx)).await {
-                    release(&mut batch, &conn);
-                }
-                if !pings {
-                    continue;
-                }
-                let missed = conn.pings_outstanding();
-                let Some(h) = conn.helios() else { break };
-                if missed >= max_missed {
-                    h.emit_health(HealthEvent { connection: conn.clone(), kind: HealthEventKind::PingTimeout });
-                    tracing::info!(conn = %conn.id(), missed, "ping timeout, closing");
-                    conn.close(CloseCode::PingTimeout);
-                    break;
-                }
-                if missed > 0 {
-                    h.emit_health(HealthEvent { connection: conn.clone(), kind: HealthEventKind::PingMissed { missed } });
-                }
-                conn.ping_sent();
-                if sink.send(WsMessage::ping(ping_payload())).await.is_err() {
-                    conn.close(CloseCode::Normal);
-                    break;
-                }
-            }
-            n = conn.outbox().recv_many(&mut batch, 64) => {
-                if n == 0 {
-                    break;
-                }
-                if write_batch(&mut sink, &conn, &mut batch, kind).await.is_err()
-                    || sink.flush().await.is_err()
-                {
-                    conn.close(CloseCode::Normal);
-                    break;
-                }
-            }
-        }
-        if conn.outbox().is_empty() {
-            let asleep = if settled {
-                poll_once(|cx| sink.sleep_if_idle(cx)).await
-            } else {
-                // The welcome (and any replay) is out.
-                settled = true;
-                poll_once(|cx| sink.settle(cx)).await
-            };
-            if asleep {
-                release(&mut batch, &conn);
-            }
-        }
-    }
-    conn.outbox().close();
-    // Bounded: a peer that stopped reading must not hold the task.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        if conn.close_code() != CloseCode::SlowConsumer {
-            conn.outbox().take(&mut batch, usize::MAX);
-            if write_batch(&mut sink, &conn, &mut batch, kind)
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        let code = conn.close_code();
-        if let Ok(c) = tokio_websockets::CloseCode::try_from(code.code()) {
-            let _ = sink.send(WsMessage::close(Some(c), code.as_str())).await;
-            let _ = sink.close().await;
-        }
-    })
-    .await;
+    /// Frames taken off the queue, not yet handed to the socket.
+    batch: VecDeque<Bytes>,
+    /// The health-check period, which doubles as the socket's idle period.
+    ticks: tokio::time::Interval,
+    /// A tick came while dozing: handled first thing when active.
+    tick_due: bool,
+    pings: bool,
+    max_missed: u32,
+    /// The welcome (and any replay) is out.
+    settled: bool,
 }
 
-/// Hands a batch of queued frames to the socket (without flushing).
-async fn write_batch<S>(
-    sink: &mut SocketWriter<'_, S>,
-    conn: &Connection,
-    batch: &mut Vec<Bytes>,
-    kind: FrameType,
-) -> Result<(), tokio_websockets::Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    for frame in batch.drain(..) {
-        conn.dequeued(frame.len());
-        sink.feed(to_ws(frame, kind)).await?;
+impl Writer {
+    fn new(helios: &Helios, conn: &Connection) -> Self {
+        let config = helios.config();
+        let every = config.ping_interval.unwrap_or(IDLE_PERIOD);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            kind: conn.encoding().frame_type(),
+            batch: VecDeque::new(),
+            ticks,
+            tick_due: false,
+            pings: config.ping_interval.is_some(),
+            max_missed: config.max_missed_pongs,
+            settled: false,
+        }
     }
-    Ok(())
+
+    /// Writes until the connection is closed or the socket fails.
+    async fn run<S>(&mut self, sink: &mut SocketWriter<'_, S>, conn: &Connection)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if std::mem::take(&mut self.tick_due) && !self.on_tick(sink, conn).await {
+            return;
+        }
+        let closed = conn.closed_token().clone();
+        loop {
+            // Left from an active phase that ended mid-batch.
+            if !self.batch.is_empty() && self.write_batch(sink, conn).await.is_err() {
+                conn.close(CloseCode::Normal);
+                return;
+            }
+            tokio::select! {
+                biased;
+                _ = closed.cancelled() => return,
+                _ = self.ticks.tick() => {
+                    if !self.on_tick(sink, conn).await {
+                        return;
+                    }
+                }
+                n = conn.outbox().recv_many(&mut self.batch, 64) => {
+                    if n == 0 {
+                        return;
+                    }
+                    if self.write_batch(sink, conn).await.is_err() || sink.flush().await.is_err() {
+                        conn.close(CloseCode::Normal);
+                        return;
+                    }
+                }
+            }
+            if conn.outbox().is_empty() {
+                let asleep = if self.settled {
+                    poll_once(|cx| sink.sleep_if_idle(cx)).await
+                } else {
+                    self.settled = true;
+                    poll_once(|cx| sink.settle(cx)).await
+                };
+                if asleep {
+                    self.release(conn);
+                }
+            }
+        }
+    }
+
+    /// The health-check tick: lets an idle socket sleep, then pings (or
+    /// closes the connection when too many pongs are missing). False when
+    /// the connection ends.
+    async fn on_tick<S>(&mut self, sink: &mut SocketWriter<'_, S>, conn: &Connection) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if poll_once(|cx| sink.tick(cx)).await {
+            self.release(conn);
+        }
+        if !self.pings {
+            return true;
+        }
+        let missed = conn.pings_outstanding();
+        let Some(h) = conn.helios() else {
+            return false;
+        };
+        if missed >= self.max_missed {
+            h.emit_health(HealthEvent {
+                connection: conn.clone(),
+                kind: HealthEventKind::PingTimeout,
+            });
+            tracing::info!(conn = %conn.id(), missed, "ping timeout, closing");
+            conn.close(CloseCode::PingTimeout);
+            return false;
+        }
+        if missed > 0 {
+            h.emit_health(HealthEvent {
+                connection: conn.clone(),
+                kind: HealthEventKind::PingMissed { missed },
+            });
+        }
+        conn.ping_sent();
+        if sink.send(WsMessage::ping(ping_payload())).await.is_err() {
+            conn.close(CloseCode::Normal);
+            return false;
+        }
+        true
+    }
+
+    /// Hands the batch to the socket (without flushing). A frame leaves the
+    /// batch only as the socket takes it, so dropping this future loses
+    /// nothing.
+    async fn write_batch<S>(
+        &mut self,
+        sink: &mut SocketWriter<'_, S>,
+        conn: &Connection,
+    ) -> Result<(), tokio_websockets::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        while !self.batch.is_empty() {
+            std::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
+            if let Some(frame) = self.batch.pop_front() {
+                conn.dequeued(frame.len());
+                sink.start_send_unpin(to_ws(frame, self.kind))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket sleeps: the writer's buffers go too.
+    fn release(&mut self, conn: &Connection) {
+        if self.batch.capacity() > 0 {
+            self.batch = VecDeque::new();
+        }
+        conn.outbox().release();
+    }
+
+    /// The connection is closed: sends what is still queued (unless the
+    /// client is a slow consumer) and the close frame, within 5 s (a peer
+    /// that stopped reading must not hold the task).
+    async fn finish<S>(&mut self, sink: &mut SocketWriter<'_, S>, conn: &Connection)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        conn.outbox().close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            if conn.close_code() != CloseCode::SlowConsumer {
+                conn.outbox().take(&mut self.batch, usize::MAX);
+                if self.write_batch(sink, conn).await.is_err() {
+                    return;
+                }
+            }
+            let code = conn.close_code();
+            if let Ok(c) = tokio_websockets::CloseCode::try_from(code.code()) {
+                let _ = sink.send(WsMessage::close(Some(c), code.as_str())).await;
+                let _ = sink.close().await;
+            }
+        })
+        .await;
+    }
 }
 
 /// Shared with the upgrade path: a fresh `starlingId`.
