@@ -192,6 +192,22 @@ impl NatsBroker {
         &self.node_id
     }
 
+    /// Whether the client is connected to NATS right now (false before
+    /// `start` and while reconnecting). While it is false, `publish`,
+    /// `subscribe` and `history` fail at once with `Unavailable` and send
+    /// nothing.
+    ///
+    /// ```no_run
+    /// # fn demo(broker: &helios_nats::NatsBroker) {
+    /// if !broker.is_connected() {
+    ///     eprintln!("NATS is down; publishes answer BROKER_UNAVAILABLE");
+    /// }
+    /// # }
+    /// ```
+    pub fn is_connected(&self) -> bool {
+        self.connected().is_ok()
+    }
+
     /// The JetStream stream a prefix uses.
     pub fn stream_name_for(prefix: &str) -> String {
         format!("{prefix}_rooms")
