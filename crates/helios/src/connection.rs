@@ -63,8 +63,6 @@ struct Inner {
     id: Arc<str>,
     encoding: Encoding,
     outbox: Outbox,
-    data: Mutex<HashMap<String, Value>>,
-    pending: Mutex<HashMap<RequestId, oneshot::Sender<Response>>>,
     request_timeout: Duration,
     /// Cancelled when the connection must end; the code says why.
     closed: CancellationToken,
@@ -72,27 +70,41 @@ struct Inner {
     /// Bytes in the outbound queue, and the cap for room deliveries.
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
-    /// Rooms this connection is a member of (to leave them all at close).
-    rooms: Mutex<HashSet<Arc<str>>>,
-    /// The peer name claimed with `helios:identify`.
-    name: Mutex<Option<Arc<str>>>,
-    /// Opaque per-connection token (WSBroker's `setToken`).
-    token: Mutex<Option<String>>,
-    /// The authenticated user id, when authentication is on.
-    user: Mutex<Option<String>>,
-    /// The credential's claims, room patterns and expiry, when authenticated.
-    auth: Mutex<Option<Arc<crate::auth::Auth>>>,
     helios: crate::helios::WeakHelios,
     /// Set while a recovered session's replay is being sent.
     recovering: AtomicBool,
-    recovery_buffer: Mutex<Option<Vec<HeldDelivery>>>,
     pings_outstanding: AtomicU32,
     recoverable: AtomicBool,
+    /// State most connections never use, allocated on first use: an idle
+    /// connection should cost a pointer for it, not ~350 bytes of empty
+    /// maps and locks.
+    extras: Mutex<Option<Box<Extras>>>,
+}
+
+/// The rarely used part of a connection's state (see `Inner::extras`).
+#[derive(Default)]
+struct Extras {
+    /// The application's data map.
+    data: HashMap<String, Value>,
+    /// Server→client requests waiting for their response.
+    pending: HashMap<RequestId, oneshot::Sender<Response>>,
+    /// Rooms this connection is a member of (to leave them all at close).
+    rooms: HashSet<Arc<str>>,
+    /// The peer name claimed with `helios:identify`.
+    name: Option<Arc<str>>,
+    /// Opaque per-connection token (WSBroker's `setToken`).
+    token: Option<String>,
+    /// The authenticated user id, when authentication is on.
+    user: Option<String>,
+    /// The credential's claims, room patterns and expiry, when authenticated.
+    auth: Option<Arc<crate::auth::Auth>>,
+    /// Room deliveries held back while a recovery replay is sent.
+    recovery_buffer: Option<Vec<HeldDelivery>>,
     /// Server→client requests given up recently, whose late answers are
     /// accepted quietly.
-    abandoned: Mutex<VecDeque<RequestId>>,
+    abandoned: VecDeque<RequestId>,
     /// Reliable notifications waiting for their `helios:ack`.
-    acks: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    acks: HashMap<String, oneshot::Sender<()>>,
 }
 
 const ABANDONED_KEPT: usize = 32;
@@ -116,27 +128,28 @@ impl Connection {
                 id,
                 encoding,
                 outbox: Outbox::new(config.outbound_queue_frames),
-                data: Mutex::new(HashMap::new()),
-                pending: Mutex::new(HashMap::new()),
                 request_timeout: config.request_timeout,
                 closed: CancellationToken::new(),
                 close_code: OnceLock::new(),
                 queued_bytes: AtomicUsize::new(0),
                 max_queued_bytes: config.outbound_queue_bytes,
-                rooms: Mutex::new(HashSet::new()),
-                name: Mutex::new(None),
-                token: Mutex::new(None),
-                user: Mutex::new(None),
-                auth: Mutex::new(None),
                 helios: helios.downgrade(),
                 recovering: AtomicBool::new(false),
-                recovery_buffer: Mutex::new(None),
                 pings_outstanding: AtomicU32::new(0),
                 recoverable: AtomicBool::new(false),
-                abandoned: Mutex::new(VecDeque::new()),
-                acks: Mutex::new(HashMap::new()),
+                extras: Mutex::new(None),
             }),
         }
+    }
+
+    /// Runs `f` on the rarely used state, allocating it on first use.
+    fn extras<R>(&self, f: impl FnOnce(&mut Extras) -> R) -> R {
+        f(self.inner.extras.lock().get_or_insert_with(Box::default))
+    }
+
+    /// Runs `f` on the rarely used state if it was ever allocated.
+    fn existing_extras<R>(&self, f: impl FnOnce(&mut Extras) -> R) -> Option<R> {
+        self.inner.extras.lock().as_deref_mut().map(f)
     }
 
     /// The server this connection belongs to (`None` once the server is
@@ -149,38 +162,44 @@ impl Connection {
 
     /// The peer name claimed with `helios:identify`, if any.
     pub fn name(&self) -> Option<String> {
-        self.inner.name.lock().as_deref().map(str::to_owned)
+        self.existing_extras(|e| e.name.as_deref().map(str::to_owned))
+            .flatten()
     }
 
     pub(crate) fn set_name(&self, name: Option<Arc<str>>) -> Option<Arc<str>> {
-        std::mem::replace(&mut *self.inner.name.lock(), name)
+        match name {
+            Some(_) => self.extras(|e| std::mem::replace(&mut e.name, name)),
+            None => self.existing_extras(|e| e.name.take()).flatten(),
+        }
     }
 
     /// Sets the connection's opaque token (e.g. a session or API token
     /// resolved at login), visible to every handler.
     pub fn set_token(&self, token: impl Into<String>) {
-        *self.inner.token.lock() = Some(token.into());
+        let token = token.into();
+        self.extras(|e| e.token = Some(token));
     }
 
     /// The connection's token, if set.
     pub fn token(&self) -> Option<String> {
-        self.inner.token.lock().clone()
+        self.existing_extras(|e| e.token.clone()).flatten()
     }
 
     /// The authenticated user id, if any.
     pub fn user_id(&self) -> Option<String> {
-        self.inner.user.lock().clone()
+        self.existing_extras(|e| e.user.clone()).flatten()
     }
 
     /// Marks the connection as authenticated as `user`.
     pub fn set_user_id(&self, user: impl Into<String>) {
-        *self.inner.user.lock() = Some(user.into());
+        let user = user.into();
+        self.extras(|e| e.user = Some(user));
     }
 
     /// What authentication decided about this connection (claims, room
     /// patterns, expiry), if anything.
     pub fn auth(&self) -> Option<Arc<crate::auth::Auth>> {
-        self.inner.auth.lock().clone()
+        self.existing_extras(|e| e.auth.clone()).flatten()
     }
 
     /// Sets the connection's credential (and its user id, when it has one);
@@ -189,31 +208,30 @@ impl Connection {
         if let Some(user) = auth.user_id() {
             self.set_user_id(user);
         }
-        *self.inner.auth.lock() = Some(Arc::new(auth));
+        let auth = Arc::new(auth);
+        self.extras(|e| e.auth = Some(auth));
     }
 
     // ------------------------------------------------------------ rooms
 
     /// The rooms this connection is a member of.
     pub fn rooms(&self) -> Vec<String> {
-        self.inner
-            .rooms
-            .lock()
-            .iter()
-            .map(|r| r.to_string())
-            .collect()
+        self.existing_extras(|e| e.rooms.iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn add_room(&self, topic: &str) -> bool {
-        self.inner.rooms.lock().insert(Arc::from(topic))
+        self.extras(|e| e.rooms.insert(Arc::from(topic)))
     }
 
     pub(crate) fn remove_room(&self, topic: &str) -> bool {
-        self.inner.rooms.lock().remove(topic)
+        self.existing_extras(|e| e.rooms.remove(topic))
+            .unwrap_or(false)
     }
 
     pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
-        self.inner.rooms.lock().drain().collect()
+        self.existing_extras(|e| e.rooms.drain().collect())
+            .unwrap_or_default()
     }
 
     /// Joins a room from the server side (no access rules apply).
@@ -259,13 +277,14 @@ impl Connection {
     /// recovery).
     pub fn set(&self, key: impl Into<String>, value: impl Serialize) {
         if let Ok(v) = serde_json::to_value(value) {
-            self.inner.data.lock().insert(key.into(), v);
+            let key = key.into();
+            self.extras(|e| e.data.insert(key, v));
         }
     }
 
     /// Reads a value from the data map.
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.inner.data.lock().get(key).cloned()
+        self.existing_extras(|e| e.data.get(key).cloned()).flatten()
     }
 
     /// Reads a value from the data map as `T`.
@@ -275,12 +294,12 @@ impl Connection {
 
     /// Removes a value from the data map.
     pub fn remove(&self, key: &str) -> Option<Value> {
-        self.inner.data.lock().remove(key)
+        self.existing_extras(|e| e.data.remove(key)).flatten()
     }
 
     /// A copy of the whole data map.
     pub fn data(&self) -> HashMap<String, Value> {
-        self.inner.data.lock().clone()
+        self.existing_extras(|e| e.data.clone()).unwrap_or_default()
     }
 
     // ------------------------------------------------------------ sending
@@ -326,9 +345,9 @@ impl Connection {
     /// applies (a full queue, by frames or by bytes, closes with 4008).
     pub(crate) fn deliver(&self, topic: &str, offset: u64, frame: Bytes) -> Result<(), SendError> {
         if self.inner.recovering.load(Ordering::Acquire) {
-            let mut buffer = self.inner.recovery_buffer.lock();
+            let mut extras = self.inner.extras.lock();
             // Re-checked under the lock: recovery may have just finished.
-            if let Some(buffer) = buffer.as_mut() {
+            if let Some(buffer) = extras.as_mut().and_then(|e| e.recovery_buffer.as_mut()) {
                 buffer.push((Arc::from(topic), offset, frame));
                 return Ok(());
             }
@@ -345,15 +364,19 @@ impl Connection {
     /// Holds room deliveries back while a recovered session's missed
     /// messages are replayed, so the replay comes first.
     pub(crate) fn begin_recovery(&self) {
-        *self.inner.recovery_buffer.lock() = Some(Vec::new());
+        self.extras(|e| e.recovery_buffer = Some(Vec::new()));
         self.inner.recovering.store(true, Ordering::Release);
     }
 
     /// Ends the replay: queues the held-back deliveries that the replay did
     /// not already contain (offset above the last replayed one).
     pub(crate) fn finish_recovery(&self, replayed: &HashMap<String, u64>) {
-        let mut guard = self.inner.recovery_buffer.lock();
-        let held = guard.take().unwrap_or_default();
+        // Under the lock, so no delivery is queued before the held ones.
+        let mut guard = self.inner.extras.lock();
+        let held = guard
+            .as_mut()
+            .and_then(|e| e.recovery_buffer.take())
+            .unwrap_or_default();
         self.inner.recovering.store(false, Ordering::Release);
         for (topic, offset, frame) in held {
             if replayed.get(&*topic).is_some_and(|last| offset <= *last) {
@@ -514,7 +537,7 @@ impl Connection {
             return Response::error(id, ErrorCode::METHOD_ERROR, "cannot encode the request");
         };
         let (tx, mut rx) = oneshot::channel();
-        self.inner.pending.lock().insert(id.clone(), tx);
+        self.extras(|e| e.pending.insert(id.clone(), tx));
         let mut guard = PendingGuard {
             conn: self,
             id: Some(id.clone()),
@@ -566,24 +589,25 @@ impl Connection {
 
     /// Remembers a request whose late answers are accepted quietly.
     fn remember_abandoned(&self, id: RequestId) {
-        let mut abandoned = self.inner.abandoned.lock();
-        if abandoned.len() == ABANDONED_KEPT {
-            abandoned.pop_front();
-        }
-        abandoned.push_back(id);
+        self.extras(|e| {
+            if e.abandoned.len() == ABANDONED_KEPT {
+                e.abandoned.pop_front();
+            }
+            e.abandoned.push_back(id);
+        });
     }
 
     pub(crate) fn expect_ack(&self, ack_id: String, tx: oneshot::Sender<()>) {
-        self.inner.acks.lock().insert(ack_id, tx);
+        self.extras(|e| e.acks.insert(ack_id, tx));
     }
 
     pub(crate) fn forget_ack(&self, ack_id: &str) {
-        self.inner.acks.lock().remove(ack_id);
+        self.existing_extras(|e| e.acks.remove(ack_id));
     }
 
     /// The client acknowledged a reliable notification.
     pub(crate) fn acked(&self, ack_id: &str) {
-        if let Some(tx) = self.inner.acks.lock().remove(ack_id) {
+        if let Some(tx) = self.existing_extras(|e| e.acks.remove(ack_id)).flatten() {
             let _ = tx.send(());
         }
     }
@@ -591,15 +615,21 @@ impl Connection {
     /// Delivers a response from the client to the waiting request; `false`
     /// when no request with that id is pending (a stray response).
     pub(crate) fn resolve(&self, resp: Response) -> bool {
-        let waiter = self.inner.pending.lock().remove(&resp.id);
+        // A late answer to a request we gave up on (it crossed our cancel
+        // on the wire) is expected, not an error.
+        let waiter = self
+            .existing_extras(|e| {
+                e.pending
+                    .remove(&resp.id)
+                    .ok_or(e.abandoned.contains(&resp.id))
+            })
+            .unwrap_or(Err(false));
         match waiter {
-            Some(tx) => {
+            Ok(tx) => {
                 let _ = tx.send(resp);
                 true
             }
-            // A late answer to a request we gave up on (it crossed our
-            // cancel on the wire) is expected, not an error.
-            None => self.inner.abandoned.lock().contains(&resp.id),
+            Err(abandoned) => abandoned,
         }
     }
 
@@ -624,8 +654,10 @@ impl Connection {
 
     /// Fails every server→client request still waiting (the connection ended).
     pub(crate) fn fail_pending(&self) {
-        self.inner.pending.lock().clear();
-        self.inner.acks.lock().clear();
+        self.existing_extras(|e| {
+            e.pending.clear();
+            e.acks.clear();
+        });
     }
 }
 
@@ -647,7 +679,11 @@ struct PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let Some(id) = self.id.take() else { return };
-        if self.conn.inner.pending.lock().remove(&id).is_some() {
+        let was_pending = self
+            .conn
+            .existing_extras(|e| e.pending.remove(&id).is_some())
+            .unwrap_or(false);
+        if was_pending {
             self.conn.remember_abandoned(id.clone());
             let cancel = Notification::new(
                 Some(CANCEL_TOPIC.to_owned()),

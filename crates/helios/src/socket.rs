@@ -50,12 +50,108 @@ enum Done {
 struct Reader {
     helios: Helios,
     conn: Connection,
-    inflight: JoinSet<Done>,
-    aborts: HashMap<RequestId, AbortHandle>,
+    inflight: InFlight,
+    rate: Option<Box<TokenBucket>>,
+    history: Option<Box<PeerHistory>>,
+}
+
+/// What the reader remembers about the peer, allocated the first time it
+/// has something to remember (most connections never do).
+struct PeerHistory {
+    /// Start of the current minute and the invalid messages in it.
     invalid_window: (Instant, u32),
-    rate: Option<TokenBucket>,
     /// `ackId`s of reliable notifications already handled.
     seen_acks: SeenIds,
+}
+
+impl Default for PeerHistory {
+    fn default() -> Self {
+        Self {
+            invalid_window: (Instant::now(), 0),
+            seen_acks: SeenIds::new(1024),
+        }
+    }
+}
+
+/// The handlers running as tasks of one connection, with each request's
+/// abort handle. Allocated while any runs: a `JoinSet` allocates when it is
+/// created, and an idle connection should not carry one.
+#[derive(Default)]
+struct InFlight(Option<Box<Tasks>>);
+
+struct Tasks {
+    set: JoinSet<Done>,
+    aborts: HashMap<RequestId, AbortHandle>,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |t| t.set.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    async fn join_next(&mut self) -> Option<Result<Done, tokio::task::JoinError>> {
+        match self.0.as_mut() {
+            Some(t) => t.set.join_next().await,
+            None => None,
+        }
+    }
+
+    fn tasks(&mut self) -> &mut Tasks {
+        self.0.get_or_insert_with(|| {
+            Box::new(Tasks {
+                set: JoinSet::new(),
+                aborts: HashMap::new(),
+            })
+        })
+    }
+
+    fn spawn(&mut self, task: impl Future<Output = Done> + Send + 'static) {
+        self.tasks().set.spawn(task);
+    }
+
+    /// Runs a request's handler; its abort handle is kept under its id.
+    fn spawn_request(&mut self, id: RequestId, task: impl Future<Output = Done> + Send + 'static) {
+        let tasks = self.tasks();
+        let handle = tasks.set.spawn(task);
+        tasks.aborts.insert(id, handle);
+    }
+
+    fn has_request(&self, id: &RequestId) -> bool {
+        self.0.as_ref().is_some_and(|t| t.aborts.contains_key(id))
+    }
+
+    /// Forgets a request; its abort handle if it was still running.
+    fn take_request(&mut self, id: &RequestId) -> Option<AbortHandle> {
+        self.0.as_mut().and_then(|t| t.aborts.remove(id))
+    }
+
+    fn request_ids(&self) -> Vec<RequestId> {
+        self.0
+            .as_ref()
+            .map(|t| t.aborts.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn abort_all(&mut self) {
+        if let Some(t) = self.0.as_mut() {
+            t.set.abort_all();
+        }
+    }
+
+    /// Gives the memory back when nothing runs (the connection dozes).
+    fn release(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|t| t.set.is_empty() && t.aborts.is_empty())
+        {
+            self.0 = None;
+        }
+    }
 }
 
 /// Runs a connection to its end.
@@ -82,11 +178,12 @@ pub(crate) async fn drive<S>(
     let mut reader = Reader {
         helios: helios.clone(),
         conn: conn.clone(),
-        inflight: JoinSet::new(),
-        aborts: HashMap::new(),
-        invalid_window: (Instant::now(), 0),
-        rate: helios.config().rate_limit.map(TokenBucket::new),
-        seen_acks: SeenIds::new(1024),
+        inflight: InFlight::default(),
+        rate: helios
+            .config()
+            .rate_limit
+            .map(|l| Box::new(TokenBucket::new(l))),
+        history: None,
     };
     let mut writer = Writer::new(&helios, &conn);
     let mut opening: Option<Opening> = Some(Box::pin(open(helios.clone(), conn.clone(), recovery)));
@@ -100,10 +197,13 @@ pub(crate) async fn drive<S>(
             &mut connect_hooks,
         ))
         .await;
+        if phase == Phase::Ended {
+            break;
+        }
+        reader.inflight.release();
         // After a dozing phase that did not end the connection, it is
         // active again.
-        if phase == Phase::Ended || doze(&socket, &conn, &helios, &mut writer).await == Phase::Ended
-        {
+        if doze(&socket, &conn, &helios, &mut writer).await == Phase::Ended {
             break;
         }
     }
@@ -327,7 +427,7 @@ impl Reader {
 
     /// The grace period is over: answer what still runs `SHUTTING_DOWN`.
     async fn give_up_in_flight(&mut self) {
-        let ids: Vec<RequestId> = self.aborts.keys().cloned().collect();
+        let ids = self.inflight.request_ids();
         for id in ids {
             self.cancel(
                 &id,
@@ -443,7 +543,7 @@ impl Reader {
             }
             None => self.conn.notify_error(&body, None).await,
         }
-        let (start, count) = &mut self.invalid_window;
+        let (start, count) = &mut self.history.get_or_insert_with(Box::default).invalid_window;
         if start.elapsed() > Duration::from_secs(60) {
             *start = Instant::now();
             *count = 0;
@@ -456,7 +556,7 @@ impl Reader {
     }
 
     async fn on_request(&mut self, req: Request) {
-        if self.aborts.contains_key(&req.id) {
+        if self.inflight.has_request(&req.id) {
             let body = ErrorBody::new(
                 ErrorCode::INVALID_MESSAGE_FORMAT,
                 "a request with this requestId is already in flight",
@@ -538,15 +638,14 @@ impl Reader {
     ) {
         let task_id = id.clone();
         let helios = self.helios.clone();
-        let handle = self
-            .inflight
-            .spawn(async move { Done::Reply(task_id, run_bounded(call, timeout, &helios).await) });
-        self.aborts.insert(id, handle);
+        self.inflight.spawn_request(id, async move {
+            Done::Reply(task_id, run_bounded(call, timeout, &helios).await)
+        });
     }
 
     /// Sends a finished handler's answer, unless the request was cancelled.
     async fn answer(&mut self, id: RequestId, reply: Reply) {
-        if self.aborts.remove(&id).is_none() {
+        if self.inflight.take_request(&id).is_none() {
             return; // cancelled: already answered REQUEST_CANCELLED
         }
         let resp = match reply {
@@ -558,7 +657,7 @@ impl Reader {
 
     /// Drops a running handler and answers its request with `code`.
     async fn cancel(&mut self, id: &RequestId, code: ErrorCode, message: &str) -> bool {
-        match self.aborts.remove(id) {
+        match self.inflight.take_request(id) {
             Some(handle) => {
                 handle.abort();
                 let resp = Response::error(id.clone(), code, message);
@@ -591,7 +690,8 @@ impl Reader {
         if let Some(ack_id) = &n.ack_id {
             // Reliable: acknowledge every copy, handle only the first.
             let _ = self.conn.send_message(&ack_for(ack_id).into()).await;
-            if !self.seen_acks.first_time(ack_id) {
+            let history = self.history.get_or_insert_with(Box::default);
+            if !history.seen_acks.first_time(ack_id) {
                 return;
             }
         }
