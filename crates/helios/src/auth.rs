@@ -266,7 +266,6 @@ impl IntoResponse for AuthRejection {
 /// `helios:refresh` that moved the expiry just makes it sleep again.
 pub(crate) fn close_at_expiry(conn: crate::connection::Connection) {
     tokio::spawn(async move {
-        let closed = conn.closed_token().clone();
         loop {
             let Some(left) = conn.auth().and_then(|a| a.remaining()) else {
                 return;
@@ -278,7 +277,7 @@ pub(crate) fn close_at_expiry(conn: crate::connection::Connection) {
             }
             tokio::select! {
                 _ = tokio::time::sleep(left) => {}
-                _ = closed.cancelled() => return,
+                () = conn.closed() => return,
             }
         }
     });

@@ -19,8 +19,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, oneshot};
 
 use crate::outbox::{Outbox, PushError};
 
@@ -64,9 +63,13 @@ struct Inner {
     encoding: Encoding,
     outbox: Outbox,
     request_timeout: Duration,
-    /// Cancelled when the connection must end; the code says why.
-    closed: CancellationToken,
+    /// Set when the connection must end: why it ends.
     close_code: OnceLock<CloseCode>,
+    /// Wakes whoever waits for the close ([`Connection::closed`]).
+    closing: Notify,
+    /// The health clock ticked for this connection; its writer has not
+    /// handled the tick yet.
+    tick_due: AtomicBool,
     /// Bytes in the outbound queue, and the cap for room deliveries.
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
@@ -129,8 +132,9 @@ impl Connection {
                 encoding,
                 outbox: Outbox::new(config.outbound_queue_frames),
                 request_timeout: config.request_timeout,
-                closed: CancellationToken::new(),
                 close_code: OnceLock::new(),
+                closing: Notify::new(),
+                tick_due: AtomicBool::new(false),
                 queued_bytes: AtomicUsize::new(0),
                 max_queued_bytes: config.outbound_queue_bytes,
                 helios: helios.downgrade(),
@@ -268,7 +272,42 @@ impl Connection {
 
     /// Whether the connection is still open.
     pub fn is_open(&self) -> bool {
-        !self.inner.closed.is_cancelled()
+        self.inner.close_code.get().is_none()
+    }
+
+    /// Waits until the connection is closed.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: helios::Connection) {
+    /// tokio::spawn(async move {
+    ///     conn.closed().await;
+    ///     println!("{} left", conn.id());
+    /// });
+    /// # }
+    /// ```
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.inner.closing.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a close in between wakes it.
+            notified.as_mut().enable();
+            if !self.is_open() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The health clock's tick for this connection (see `health.rs`):
+    /// handled by its writer, which it wakes.
+    pub(crate) fn tick(&self) {
+        self.inner.tick_due.store(true, Ordering::Release);
+        self.inner.outbox.wake();
+    }
+
+    /// Takes a tick that came since the last call.
+    pub(crate) fn take_tick(&self) -> bool {
+        self.inner.tick_due.swap(false, Ordering::AcqRel)
     }
 
     // ------------------------------------------------------------ data map
@@ -636,8 +675,11 @@ impl Connection {
     /// Closes the connection with a close code. Frames already queued are
     /// still sent unless the reason is a slow consumer.
     pub fn close(&self, code: CloseCode) {
-        let _ = self.inner.close_code.set(code);
-        self.inner.closed.cancel();
+        if self.inner.close_code.set(code).is_ok() {
+            self.inner.closing.notify_waiters();
+            // The writer (or the dozing task) sees the close.
+            self.inner.outbox.wake();
+        }
     }
 
     pub(crate) fn close_code(&self) -> CloseCode {
@@ -646,10 +688,6 @@ impl Connection {
             .get()
             .copied()
             .unwrap_or(CloseCode::Normal)
-    }
-
-    pub(crate) fn closed_token(&self) -> &CancellationToken {
-        &self.inner.closed
     }
 
     /// Fails every server→client request still waiting (the connection ended).

@@ -18,7 +18,7 @@ use crate::connection::Connection;
 use crate::error::RegisterError;
 use crate::glob::Pattern;
 use crate::handler::{BoxFuture, EventHandler, MethodHandler, erase_event, erase_method};
-use crate::health::HealthEvent;
+use crate::health::{HealthClock, HealthEvent};
 use crate::metrics::{Gauges, Metrics};
 use crate::middleware::Middleware;
 use crate::names::NameRegistry;
@@ -420,6 +420,7 @@ impl Builder {
                 on_room_event: self.on_room_event,
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
+                health_clock: HealthClock::default(),
             }),
         }
     }
@@ -488,6 +489,7 @@ struct Inner {
     on_room_event: Vec<RoomHook>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    health_clock: HealthClock,
 }
 
 /// A non-owning handle to a [`Helios`], held by connections so they can
@@ -622,6 +624,10 @@ impl Helios {
     /// (up to the grace period), then every connection closes with 1001.
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        // Dozing connections wait on their outbox only: wake them to drain.
+        for conn in self.inner.registry.all() {
+            conn.outbox().wake();
+        }
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
@@ -631,6 +637,10 @@ impl Helios {
 
     pub(crate) fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+
+    pub(crate) fn health_clock(&self) -> &HealthClock {
+        &self.inner.health_clock
     }
 
     pub(crate) fn tracker(&self) -> &TaskTracker {

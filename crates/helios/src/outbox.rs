@@ -25,7 +25,8 @@ pub(crate) struct Outbox {
     frames: Mutex<VecDeque<Bytes>>,
     /// One permit per free slot; closed with the outbox.
     space: Semaphore,
-    /// Wakes the drainer.
+    /// Wakes the drainer: a frame was queued, or something else needs it
+    /// ([`Outbox::wake`]).
     ready: Notify,
 }
 
@@ -62,20 +63,6 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Moves up to `limit` queued frames into `out`, waiting until there is
-    /// at least one; 0 once the outbox is closed and empty.
-    pub(crate) async fn recv_many(&self, out: &mut VecDeque<Bytes>, limit: usize) -> usize {
-        loop {
-            let n = self.take(out, limit);
-            if n > 0 || self.space.is_closed() {
-                return n;
-            }
-            // `notify_one` leaves a permit when nobody waits, so a push
-            // between `take` and here is not missed.
-            self.ready.notified().await;
-        }
-    }
-
     /// Moves up to `limit` queued frames into `out` without waiting.
     pub(crate) fn take(&self, out: &mut VecDeque<Bytes>, limit: usize) -> usize {
         let n = {
@@ -90,11 +77,22 @@ impl Outbox {
         n
     }
 
-    /// Waits until a frame is queued (or the outbox is closed).
-    pub(crate) async fn ready(&self) {
-        while self.is_empty() && !self.space.is_closed() {
+    /// Waits until a frame is queued or [`wake`](Self::wake) is called
+    /// (returns at once if a frame is queued, and may return spuriously:
+    /// the drainer looks at what it has to do and waits again).
+    pub(crate) async fn woken(&self) {
+        if self.is_empty() {
+            // `notify_one` leaves a permit when nobody waits, so a push or
+            // a wake between the check and here is not missed.
             self.ready.notified().await;
         }
+    }
+
+    /// Wakes the drainer for something other than a frame (a close, a
+    /// health-check tick, a shutdown): one signal for everything keeps a
+    /// dozing connection down to one waiter.
+    pub(crate) fn wake(&self) {
+        self.ready.notify_one();
     }
 
     /// Gives the queue's memory back if it is empty (the connection is idle).
@@ -136,7 +134,7 @@ mod tests {
             Err(PushError::Full)
         );
         let mut out = VecDeque::new();
-        assert_eq!(outbox.recv_many(&mut out, 10).await, 2);
+        assert_eq!(outbox.take(&mut out, 10), 2);
         assert_eq!(out, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
         outbox
             .try_push(Bytes::from_static(b"c"))
@@ -158,10 +156,11 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!pusher.is_finished(), "waits while full");
         let mut out = VecDeque::new();
-        outbox.recv_many(&mut out, 1).await;
+        assert_eq!(outbox.take(&mut out, 1), 1);
         pusher.await.expect("a message").expect("no error");
         out.clear();
-        outbox.recv_many(&mut out, 1).await;
+        outbox.woken().await;
+        assert_eq!(outbox.take(&mut out, 1), 1);
         assert_eq!(out, [Bytes::from_static(b"2")]);
     }
 
@@ -170,14 +169,38 @@ mod tests {
         let outbox = std::sync::Arc::new(Outbox::new(4));
         let drainer = {
             let outbox = outbox.clone();
-            tokio::spawn(async move { outbox.recv_many(&mut VecDeque::new(), 4).await })
+            tokio::spawn(async move { outbox.woken().await })
         };
         tokio::task::yield_now().await;
+        assert!(!drainer.is_finished(), "nothing queued yet");
         outbox.close();
-        assert_eq!(drainer.await.expect("test step"), 0);
+        tokio::time::timeout(std::time::Duration::from_secs(5), drainer)
+            .await
+            .expect("woken by the close")
+            .expect("test step");
         assert_eq!(
             outbox.push(Bytes::from_static(b"x")).await,
             Err(PushError::Closed)
         );
+    }
+
+    #[tokio::test]
+    async fn a_wake_is_kept_until_the_drainer_waits() {
+        let outbox = Outbox::new(4);
+        // Woken before waiting: the next wait returns at once.
+        outbox.wake();
+        tokio::time::timeout(std::time::Duration::from_secs(5), outbox.woken())
+            .await
+            .expect("the earlier wake is not lost");
+        // Consumed: the next wait waits.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), outbox.woken());
+        assert!(waiting.await.is_err(), "no second wake-up");
+        // A queued frame ends the wait without a wake.
+        outbox
+            .try_push(Bytes::from_static(b"f"))
+            .expect("test step");
+        tokio::time::timeout(std::time::Duration::from_secs(5), outbox.woken())
+            .await
+            .expect("a frame is waiting");
     }
 }

@@ -11,7 +11,8 @@ use parking_lot::RwLock;
 
 use crate::connection::Connection;
 
-const SHARDS: usize = 16;
+/// How many shards the registry has (the health clock walks one per step).
+pub(crate) const SHARDS: usize = 16;
 
 pub(crate) struct ConnectionRegistry {
     shards: [RwLock<HashMap<Arc<str>, Connection>>; SHARDS],
@@ -45,6 +46,13 @@ impl ConnectionRegistry {
 
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Calls `f` on every connection of one shard (`shard < SHARDS`).
+    pub(crate) fn for_each_in_shard(&self, shard: usize, f: impl FnMut(&Connection)) {
+        if let Some(s) = self.shards.get(shard) {
+            s.read().values().for_each(f);
+        }
     }
 
     pub(crate) fn all(&self) -> Vec<Connection> {

@@ -203,7 +203,7 @@ pub(crate) async fn drive<S>(
         reader.inflight.release();
         // After a dozing phase that did not end the connection, it is
         // active again.
-        if doze(&socket, &conn, &helios, &mut writer).await == Phase::Ended {
+        if doze(&socket, &conn).await == Phase::Ended {
             break;
         }
     }
@@ -225,27 +225,22 @@ fn connect_hooks_task(helios: &Helios, conn: &Connection) -> Option<tokio::task:
 }
 
 /// The dozing phase: the socket sleeps, nothing is queued, no handler
-/// runs. Waits for whatever needs the active phase again.
-async fn doze<S>(
-    socket: &HibernatingSocket<S>,
-    conn: &Connection,
-    helios: &Helios,
-    writer: &mut Writer,
-) -> Phase
+/// runs. Waits for the peer, or for the outbox's wake-up, which comes with a
+/// queued frame, a close, a health-check tick or the shutdown (the active
+/// phase then sees which). Two waiters, so the dozing state stays small.
+async fn doze<S>(socket: &HibernatingSocket<S>, conn: &Connection) -> Phase
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tokio::select! {
         biased;
-        _ = conn.closed_token().cancelled() => Phase::Ended,
-        // The active phase drains the connection.
-        _ = helios.shutdown_token().cancelled() => Phase::Idle,
-        _ = writer.ticks.tick() => {
-            writer.tick_due = true;
-            Phase::Idle
-        }
-        () = conn.outbox().ready() => Phase::Idle,
-        () = std::future::poll_fn(|cx| socket.poll_readable(cx)) => Phase::Idle,
+        () = conn.outbox().woken() => {}
+        () = std::future::poll_fn(|cx| socket.poll_readable(cx)) => {}
+    }
+    if conn.is_open() {
+        Phase::Idle
+    } else {
+        Phase::Ended
     }
 }
 
@@ -312,6 +307,7 @@ where
 async fn open(helios: Helios, conn: Connection, recovery: Option<Box<Recovery>>) {
     let (helios, conn) = (&helios, &conn);
     helios.registry().insert(conn.clone());
+    helios.health_clock().start(helios);
     helios.cluster_register(conn).await;
     let mut welcome =
         json!({ "starlingId": conn.id(), "recovered": false, "serverTime": now_ms() });
@@ -384,7 +380,7 @@ impl Reader {
     {
         let cap = self.helios.config().max_inflight_per_connection;
         let shutdown = self.helios.shutdown_token().clone();
-        let closed = self.conn.closed_token().clone();
+        let conn = self.conn.clone();
         let mut drain_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             let draining = drain_deadline.is_some();
@@ -401,7 +397,7 @@ impl Reader {
                         Box::pin(self.answer(id, reply)).await;
                     }
                 }
-                _ = closed.cancelled() => return,
+                () = conn.closed() => return,
                 _ = shutdown.cancelled(), if !draining => {
                     let grace = self.helios.config().shutdown_grace;
                     drain_deadline = Some(Box::pin(tokio::time::sleep(grace)));
@@ -807,10 +803,6 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// How long a connection without health checks must be idle before its
-/// socket sleeps.
-const IDLE_PERIOD: Duration = Duration::from_secs(30);
-
 /// Runs `f` once with the task's context.
 async fn poll_once<R>(mut f: impl FnMut(&mut std::task::Context<'_>) -> R) -> R {
     std::future::poll_fn(|cx| std::task::Poll::Ready(f(cx))).await
@@ -832,10 +824,6 @@ struct Writer {
     kind: FrameType,
     /// Frames taken off the queue, not yet handed to the socket.
     batch: VecDeque<Bytes>,
-    /// The health-check period, which doubles as the socket's idle period.
-    ticks: tokio::time::Interval,
-    /// A tick came while dozing: handled first thing when active.
-    tick_due: bool,
     pings: bool,
     max_missed: u32,
     /// The welcome (and any replay) is out.
@@ -845,14 +833,9 @@ struct Writer {
 impl Writer {
     fn new(helios: &Helios, conn: &Connection) -> Self {
         let config = helios.config();
-        let every = config.ping_interval.unwrap_or(IDLE_PERIOD);
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
             kind: conn.encoding().frame_type(),
             batch: VecDeque::new(),
-            ticks,
-            tick_due: false,
             pings: config.ping_interval.is_some(),
             max_missed: config.max_missed_pongs,
             settled: false,
@@ -864,33 +847,29 @@ impl Writer {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if std::mem::take(&mut self.tick_due) && !self.on_tick(sink, conn).await {
-            return;
-        }
-        let closed = conn.closed_token().clone();
         loop {
             // Left from an active phase that ended mid-batch.
             if !self.batch.is_empty() && self.write_batch(sink, conn).await.is_err() {
                 conn.close(CloseCode::Normal);
                 return;
             }
-            tokio::select! {
-                biased;
-                _ = closed.cancelled() => return,
-                _ = self.ticks.tick() => {
-                    if !self.on_tick(sink, conn).await {
-                        return;
-                    }
+            // Everything the writer reacts to wakes the outbox: a close, a
+            // health-check tick, a queued frame.
+            if !conn.is_open() {
+                return;
+            }
+            if conn.take_tick() {
+                if !self.on_tick(sink, conn).await {
+                    return;
                 }
-                n = conn.outbox().recv_many(&mut self.batch, 64) => {
-                    if n == 0 {
-                        return;
-                    }
-                    if self.write_batch(sink, conn).await.is_err() || sink.flush().await.is_err() {
-                        conn.close(CloseCode::Normal);
-                        return;
-                    }
+            } else if conn.outbox().take(&mut self.batch, 64) > 0 {
+                if self.write_batch(sink, conn).await.is_err() || sink.flush().await.is_err() {
+                    conn.close(CloseCode::Normal);
+                    return;
                 }
+            } else {
+                conn.outbox().woken().await;
+                continue;
             }
             if conn.outbox().is_empty() {
                 let asleep = if self.settled {

@@ -449,6 +449,27 @@ async fn graceful_shutdown_finishes_in_flight_requests_then_closes_1001() {
     assert!(res.expect("join").is_ok());
 }
 
+/// An idle connection dozes (its task waits on its outbox only): the
+/// shutdown must still reach it and close it with 1001.
+#[tokio::test]
+async fn graceful_shutdown_closes_idle_connections_1001() {
+    let mut s = Server::start(Helios::builder().build()).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(Raw::connect(&s.url()).await);
+    }
+    // Long enough for every connection to fall asleep after its welcome.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.stop();
+    for c in &mut idle {
+        assert_eq!(c.closed().await, Some(1001));
+    }
+    let res = tokio::time::timeout(Duration::from_secs(10), s.task)
+        .await
+        .expect("serve returned");
+    assert!(res.expect("join").is_ok());
+}
+
 /// The first Helios' pattern: ask each new client for its manifest from the
 /// connect hook.
 #[tokio::test]
