@@ -212,6 +212,14 @@ function closeForbidsRetry(code: number): boolean {
   return (code >= 4000 && code <= 4099) || code === 4101;
 }
 
+/**
+ * The error listener of a socket being let go. Closing a socket whose
+ * handshake is still running makes the `ws` package emit "WebSocket was
+ * closed before the connection was established"; with no listener, Node
+ * turns that into an uncaught exception.
+ */
+const ignoreError = (): void => {};
+
 /** The error reported for a close that stops reconnection. */
 function closeError(code: number, reason: string): StarlingError {
   const byCode: Record<number, string> = {
@@ -414,7 +422,7 @@ export class Starling extends Emitter<StarlingEvents> {
           resolve();
         };
         socket.onmessage = null;
-        socket.onerror = null;
+        socket.onerror = ignoreError;
         try {
           socket.close(code, reason);
         } catch {
@@ -516,8 +524,8 @@ export class Starling extends Emitter<StarlingEvents> {
         settled = true;
         this.abortAttempt = null;
         clearTimeout(timer);
-        socket.onopen = socket.onmessage = socket.onerror = null;
-        socket.onclose = null;
+        socket.onopen = socket.onmessage = socket.onclose = null;
+        socket.onerror = ignoreError;
         if (this.socket === socket) this.socket = null;
         try {
           socket.close();
@@ -552,7 +560,8 @@ export class Starling extends Emitter<StarlingEvents> {
           if (retryHeld && recovering && welcome.recovered !== true && welcome.reason === wire.SESSION_HELD_REASON && this.recoveryToken !== null) {
             // The old connection wins until the server sees it close: do not
             // take a fresh session now, try the recovery again shortly.
-            socket.onopen = socket.onmessage = socket.onerror = socket.onclose = null;
+            socket.onopen = socket.onmessage = socket.onclose = null;
+            socket.onerror = ignoreError;
             if (this.socket === socket) this.socket = null;
             try {
               socket.close(1000, "session still held; retrying the recovery");

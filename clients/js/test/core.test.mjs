@@ -1,5 +1,6 @@
 // Connection, requests, errors and reconnection against a real helios binary.
 import assert from "node:assert/strict";
+import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { ErrorCodes, Starling, StarlingError } from "../dist/index.js";
 import { nextEvent, sleep, startHelios, startProxy, waitFor } from "./helpers/server.mjs";
@@ -132,6 +133,29 @@ describe("core (no recovery secret)", { timeout: 45 * 60_000 }, () => {
     await assert.rejects(pending, { code: "CONNECTION_CLOSED" });
     assert.ok(Date.now() - started < 2000);
     assert.equal(c.state, "closed");
+  });
+
+  test("close() while the upgrade is unanswered leaves no uncaught error behind", { timeout: 10_000 }, async () => {
+    // A listener that accepts TCP and never answers the upgrade keeps the
+    // socket CONNECTING; closing it then makes `ws` emit an error event.
+    const silent = net.createServer(() => {});
+    await new Promise((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const uncaught = [];
+    const onUncaught = (err) => uncaught.push(err);
+    process.on("uncaughtException", onUncaught);
+    try {
+      const accepted = new Promise((resolve) => silent.once("connection", resolve));
+      const c = client(`ws://127.0.0.1:${silent.address().port}/ws`);
+      const pending = c.connect();
+      await accepted;
+      await c.close();
+      await assert.rejects(pending, { code: "CONNECTION_CLOSED" });
+      await sleep(200);
+      assert.deepEqual(uncaught.map((e) => e.message), []);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 
   test("method() refuses reserved namespaces", () => {
