@@ -234,59 +234,60 @@ async fn closed_loop(
         return (hist, tally);
     }
     let hard_end = win.start + Duration::from_nanos(win.until_ns) + DRAIN;
-    // Answers already buffered are handled before one flush, so a burst
-    // costs one write syscall, not one per request.
-    let mut unflushed = false;
+    // Answers already buffered are all handled before the requests they
+    // free are queued, and those go out in one write. (tokio-websockets
+    // flushes queued frames whenever the stream is polled, so queueing a
+    // request between two reads would cost one write syscall per request.)
+    let mut due = 0usize;
     while outstanding > 0 {
-        let ready = match ws.next().now_or_never() {
-            Some(ready) => ready,
-            None => {
-                if unflushed {
-                    if ws.flush().await.is_err() {
-                        break;
-                    }
-                    unflushed = false;
-                }
-                match tokio::time::timeout_at(hard_end.into(), ws.next()).await {
-                    Ok(ready) => ready,
-                    Err(_) => break,
-                }
-            }
-        };
-        let msg = match ready {
-            Some(Ok(msg)) => msg,
+        let first = match tokio::time::timeout_at(hard_end.into(), ws.next()).await {
+            Ok(Some(Ok(msg))) => msg,
             _ => break,
         };
-        let Some(text) = msg.as_text() else { continue };
-        match proto.scan(text) {
-            Incoming::Response { id_ns, ok } => {
-                outstanding -= 1;
-                let now = win.now();
-                if win.contains(id_ns) {
-                    if ok {
-                        tally.ok += 1;
-                        record(&mut hist, now.saturating_sub(id_ns));
-                    } else {
-                        tally.errors += 1;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            if let Some(text) = msg.as_text() {
+                match proto.scan(text) {
+                    Incoming::Response { id_ns, ok } => {
+                        outstanding -= 1;
+                        let now = win.now();
+                        if win.contains(id_ns) {
+                            if ok {
+                                tally.ok += 1;
+                                record(&mut hist, now.saturating_sub(id_ns));
+                            } else {
+                                tally.errors += 1;
+                            }
+                        }
+                        if now < win.until_ns {
+                            due += 1;
+                        }
                     }
-                }
-                if now < win.until_ns {
-                    let id = next_id(&mut last, now);
-                    proto.request(&mut buf, Method::Echo, id, conn, &payload);
-                    if ws.feed(Message::text(buf.clone())).await.is_err() {
-                        break;
+                    Incoming::Ping if ws.feed(Message::text("3".to_owned())).await.is_err() => {
+                        return (hist, tally);
                     }
-                    unflushed = true;
-                    outstanding += 1;
-                    if win.contains(id) {
-                        tally.sent += 1;
-                    }
+                    _ => {}
                 }
             }
-            Incoming::Ping => {
-                let _ = ws.send(Message::text("3".to_owned())).await;
+            next = match ws.next().now_or_never() {
+                Some(Some(Ok(msg))) => Some(msg),
+                Some(_) => return (hist, tally),
+                None => None,
+            };
+        }
+        for _ in 0..std::mem::take(&mut due) {
+            let id = next_id(&mut last, win.now());
+            proto.request(&mut buf, Method::Echo, id, conn, &payload);
+            if ws.feed(Message::text(buf.clone())).await.is_err() {
+                return (hist, tally);
             }
-            _ => {}
+            outstanding += 1;
+            if win.contains(id) {
+                tally.sent += 1;
+            }
+        }
+        if ws.flush().await.is_err() {
+            break;
         }
     }
     let _ = ws.close().await;
@@ -340,14 +341,20 @@ async fn open_loop(
         if done.load(Ordering::Acquire) && tally.ok + tally.errors >= sent.load(Ordering::Relaxed) {
             break;
         }
-        // Wake up now and then to notice the writer finishing.
-        let wait = tokio::time::timeout(Duration::from_millis(50), stream.next());
-        let msg = match tokio::time::timeout_at(hard_end.into(), wait).await {
-            Err(_) => break,
-            Ok(Err(_)) => continue,
-            Ok(Ok(Some(Ok(msg)))) => msg,
-            Ok(Ok(_)) => break,
+        // Timers are armed only when nothing is buffered; the short one
+        // wakes the loop now and then to notice the writer finishing.
+        let ready = match stream.next().now_or_never() {
+            Some(ready) => ready,
+            None => {
+                let wait = tokio::time::timeout(Duration::from_millis(50), stream.next());
+                match tokio::time::timeout_at(hard_end.into(), wait).await {
+                    Err(_) => break,
+                    Ok(Err(_)) => continue,
+                    Ok(Ok(ready)) => ready,
+                }
+            }
         };
+        let Some(Ok(msg)) = ready else { break };
         let Some(text) = msg.as_text() else { continue };
         if let Incoming::Response { id_ns, ok } = proto.scan(text)
             && win.contains(id_ns)
