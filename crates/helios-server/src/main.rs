@@ -54,7 +54,17 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(settings: Settings) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // On one CPU the work-stealing scheduler only adds cost: every wake-up
+    // goes through its shared queues and atomics, and the accept loop runs
+    // on a thread of its own. The current-thread scheduler runs everything
+    // on this thread.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = builder
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
@@ -333,7 +343,11 @@ async fn serve(s: Settings) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let scheme = if s.tls.is_some() { "wss" } else { "ws" };
     let web = if s.tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, "helios listening; WebSocket at {scheme}://{addr}/ws, console at {web}://{addr}/console");
+    let scheduler = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current-thread (1 CPU)",
+        _ => "multi-thread",
+    };
+    tracing::info!(%addr, scheduler, "helios listening; WebSocket at {scheme}://{addr}/ws, console at {web}://{addr}/console");
     helios
         .serve_with(listener, router, opts, shutdown_signal())
         .await

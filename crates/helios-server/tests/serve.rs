@@ -640,6 +640,31 @@ async fn sigterm_drains_and_exits() {
     assert!(log.contains("draining"), "{log}");
 }
 
+/// A process allowed one CPU runs on the current-thread scheduler: requests,
+/// rooms and the SIGTERM drain work there as on the multi-thread one.
+#[tokio::test]
+async fn one_cpu_runs_on_the_current_thread_scheduler() {
+    let mut node = Node::start_on_one_cpu(&["--shutdown-grace-secs", "2"]);
+    let log = node.log.lock().expect("log").join("\n");
+    assert!(log.contains("current-thread"), "{log}");
+    let mut a = connect(&node.ws_url()).await;
+    let mut b = connect(&node.ws_url()).await;
+    let v = a.call("system:echo", json!({"n": 1})).await;
+    assert_eq!(v["data"], json!({"n": 1}), "{v}");
+    b.call("helios:subscribe", json!({"topic": "one:cpu"}))
+        .await;
+    a.call("helios:publish", json!({"topic": "one:cpu", "data": "hi"}))
+        .await;
+    let delivery = b.next_json().await;
+    assert_eq!(delivery["notification"]["data"], "hi", "{delivery}");
+    node.sigterm();
+    assert_eq!(a.closed(WAIT).await, Some(1001));
+    let status = node
+        .wait_exit(Duration::from_secs(10))
+        .expect("helios exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
 /// Recovery is on with HELIOS_RECOVERY_SECRET; a short secret is refused at
 /// start, naming the key; a dropped client gets its session back.
 #[tokio::test]

@@ -35,9 +35,22 @@ impl Node {
         }
     }
 
+    /// Starts the binary allowed to run on one CPU only (`taskset -c 0`).
+    pub fn start_on_one_cpu(args: &[&str]) -> Node {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0", env!("CARGO_BIN_EXE_helios")]);
+        match Self::spawn(cmd, args, &[]) {
+            Ok(n) => n,
+            Err(e) => panic!("helios did not start under taskset: {e}"),
+        }
+    }
+
     /// Starts the binary; `Err(stderr)` when it exits before listening.
     pub fn try_start(args: &[&str], env: &[(&str, &str)]) -> Result<Node, String> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_helios"));
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_helios")), args, env)
+    }
+
+    fn spawn(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Result<Node, String> {
         cmd.arg("serve")
             .args(["--bind", "127.0.0.1:0", "--log-format", "text"])
             .args(args)
