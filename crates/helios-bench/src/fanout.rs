@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_websockets::Message;
 
-use crate::client::{BoxError, Target, Ws, loopback_sources};
+use crate::client::{BoxError, Next, Target, Ws, loopback_sources, next_frame};
 use crate::proto::{Incoming, Method, Proto, publish_payload};
 use crate::stats::{CpuMeter, Latency, histogram, record};
 use crate::{Common, pacer};
@@ -319,21 +319,11 @@ async fn subscriber(
         if done.load(Ordering::Acquire) && s.unique >= published.load(Ordering::Acquire) {
             break;
         }
-        // Timers are armed only when nothing is buffered: two timer entries
-        // per delivery were a large part of the generator's cost at 1M
-        // deliveries/s.
-        let ready = match ws.next().now_or_never() {
-            Some(ready) => ready,
-            None => {
-                let wait = tokio::time::timeout(Duration::from_millis(100), ws.next());
-                match tokio::time::timeout_at(hard_end.into(), wait).await {
-                    Err(_) => break,
-                    Ok(Err(_)) => continue,
-                    Ok(Ok(ready)) => ready,
-                }
-            }
+        let msg = match next_frame(&mut ws, Duration::from_millis(100), hard_end).await {
+            Next::Frame(msg) => msg,
+            Next::Quiet => continue,
+            Next::Done => break,
         };
-        let Some(Ok(msg)) = ready else { break };
         let Some(text) = msg.as_text() else { continue };
         match proto.scan(text) {
             Incoming::Delivery { seq, t_ns } => {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_websockets::Message;
 
-use crate::client::{BoxError, Target, Ws, loopback_sources};
+use crate::client::{BoxError, Next, Target, Ws, loopback_sources, next_frame};
 use crate::proto::{Incoming, Method, Proto, echo_payload};
 use crate::stats::{CpuMeter, Latency, histogram, record};
 use crate::{Common, pacer};
@@ -219,32 +219,31 @@ async fn closed_loop(
     let mut buf = String::new();
     let mut last = 0;
     let mut outstanding = 0usize;
-    for _ in 0..depth {
-        let id = next_id(&mut last, win.now());
-        proto.request(&mut buf, Method::Echo, id, conn, &payload);
-        if ws.feed(Message::text(buf.clone())).await.is_err() {
-            return (hist, tally);
-        }
-        outstanding += 1;
-        if win.contains(id) {
-            tally.sent += 1;
-        }
-    }
-    if ws.flush().await.is_err() {
-        return (hist, tally);
-    }
     let hard_end = win.start + Duration::from_nanos(win.until_ns) + DRAIN;
     // Answers already buffered are all handled before the requests they
     // free are queued, and those go out in one write. (tokio-websockets
     // flushes queued frames whenever the stream is polled, so queueing a
     // request between two reads would cost one write syscall per request.)
-    let mut due = 0usize;
-    while outstanding > 0 {
-        let first = match tokio::time::timeout_at(hard_end.into(), ws.next()).await {
-            Ok(Some(Ok(msg))) => msg,
+    let mut due = depth;
+    loop {
+        for _ in 0..std::mem::take(&mut due) {
+            let id = next_id(&mut last, win.now());
+            proto.request(&mut buf, Method::Echo, id, conn, &payload);
+            if ws.feed(Message::text(buf.clone())).await.is_err() {
+                return (hist, tally);
+            }
+            outstanding += 1;
+            if win.contains(id) {
+                tally.sent += 1;
+            }
+        }
+        if ws.flush().await.is_err() || outstanding == 0 {
+            break;
+        }
+        let mut next = match tokio::time::timeout_at(hard_end.into(), ws.next()).await {
+            Ok(Some(Ok(msg))) => Some(msg),
             _ => break,
         };
-        let mut next = Some(first);
         while let Some(msg) = next.take() {
             if let Some(text) = msg.as_text() {
                 match proto.scan(text) {
@@ -274,20 +273,6 @@ async fn closed_loop(
                 Some(_) => return (hist, tally),
                 None => None,
             };
-        }
-        for _ in 0..std::mem::take(&mut due) {
-            let id = next_id(&mut last, win.now());
-            proto.request(&mut buf, Method::Echo, id, conn, &payload);
-            if ws.feed(Message::text(buf.clone())).await.is_err() {
-                return (hist, tally);
-            }
-            outstanding += 1;
-            if win.contains(id) {
-                tally.sent += 1;
-            }
-        }
-        if ws.flush().await.is_err() {
-            break;
         }
     }
     let _ = ws.close().await;
@@ -341,20 +326,12 @@ async fn open_loop(
         if done.load(Ordering::Acquire) && tally.ok + tally.errors >= sent.load(Ordering::Relaxed) {
             break;
         }
-        // Timers are armed only when nothing is buffered; the short one
-        // wakes the loop now and then to notice the writer finishing.
-        let ready = match stream.next().now_or_never() {
-            Some(ready) => ready,
-            None => {
-                let wait = tokio::time::timeout(Duration::from_millis(50), stream.next());
-                match tokio::time::timeout_at(hard_end.into(), wait).await {
-                    Err(_) => break,
-                    Ok(Err(_)) => continue,
-                    Ok(Ok(ready)) => ready,
-                }
-            }
+        // The short poll notices the writer finishing.
+        let msg = match next_frame(&mut stream, Duration::from_millis(50), hard_end).await {
+            Next::Frame(msg) => msg,
+            Next::Quiet => continue,
+            Next::Done => break,
         };
-        let Some(Ok(msg)) = ready else { break };
         let Some(text) = msg.as_text() else { continue };
         if let Incoming::Response { id_ns, ok } = proto.scan(text)
             && win.contains(id_ns)
