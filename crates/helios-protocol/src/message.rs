@@ -22,18 +22,24 @@ pub fn now_ms() -> u64 {
 
 /// A request identifier: a UUID v4 in its hyphenated text form.
 ///
+/// Shared, not copied, when cloned: a request's id is kept while its
+/// handler runs and then moved into the response.
+///
 /// ```
 /// let id = helios_protocol::RequestId::new();
 /// assert_eq!(id.as_str().len(), 36);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RequestId(String);
+pub struct RequestId(std::sync::Arc<str>);
 
 impl RequestId {
     /// A fresh random (v4) identifier.
     pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4().hyphenated().to_string())
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        Self(std::sync::Arc::from(
+            &*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text),
+        ))
     }
 
     /// The identifier as text.
@@ -56,13 +62,13 @@ impl std::fmt::Display for RequestId {
 
 impl From<String> for RequestId {
     fn from(id: String) -> Self {
-        Self(id)
+        Self(std::sync::Arc::from(id))
     }
 }
 
 impl From<&str> for RequestId {
     fn from(id: &str) -> Self {
-        Self(id.to_owned())
+        Self(std::sync::Arc::from(id))
     }
 }
 

@@ -295,12 +295,19 @@ where
             std::task::Poll::Pending
         }
     });
-    tokio::select! {
-        biased;
-        () = reading => Phase::Ended,
-        () = writing => Phase::Ended,
-        () = idle => Phase::Idle,
-    }
+    // The writer is polled after the reader in every wake, so the reader's
+    // answers need no wake-up of their own (`Outbox::drive`).
+    let outbox = conn.outbox();
+    outbox
+        .drive(async {
+            tokio::select! {
+                biased;
+                () = reading => Phase::Ended,
+                () = writing => Phase::Ended,
+                () = idle => Phase::Idle,
+            }
+        })
+        .await
 }
 /// Registers the connection, restores a recovered session, sends the
 /// welcome and then the replay.
@@ -410,7 +417,9 @@ impl Reader {
                     quiet.store(false, Ordering::Relaxed);
                     match frame {
                         None => return,
-                        Some(Ok(msg)) => Box::pin(self.on_frame(msg)).await,
+                        // Not boxed: a frame's handling lives in the reader's own
+                        // future, which exists only while the connection is active.
+                        Some(Ok(msg)) => self.on_frame(msg).await,
                         Some(Err(e)) => {
                             tracing::debug!(conn = %self.conn.id(), error = %e, "websocket error");
                             return;
@@ -613,7 +622,7 @@ impl Reader {
         if inline {
             // Ordered methods (publish, subscribe, ...) run here, one at a
             // time, so a connection's publications keep their order.
-            let reply = run_bounded(Box::pin(next.run(ctx)), timeout, &self.helios).await;
+            let reply = run_bounded(next.run(ctx), timeout, &self.helios).await;
             let resp = match reply {
                 Ok(data) => Response::ok(id, data),
                 Err(e) => Response::err(id, e.into_body()),
@@ -756,15 +765,15 @@ impl Reader {
 
 /// Runs a handler chain within its timeout; a panic becomes `METHOD_ERROR`.
 async fn run_bounded(
-    call: futures_util::future::BoxFuture<'static, Reply>,
+    call: impl Future<Output = Reply>,
     timeout: Duration,
     helios: &Helios,
 ) -> Reply {
     let started = Instant::now();
-    let mut run = AssertUnwindSafe(call).catch_unwind();
+    let mut run = std::pin::pin!(AssertUnwindSafe(call).catch_unwind());
     // Most handlers finish at their first poll: only arm the timeout timer
     // (a timer-wheel entry, ~11% of an echo's instructions) for the others.
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(run.poll_unpin(cx))).await;
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
     let outcome = match first {
         std::task::Poll::Ready(done) => Ok(done),
         std::task::Poll::Pending => tokio::time::timeout(timeout, run).await,
