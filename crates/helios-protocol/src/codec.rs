@@ -17,6 +17,7 @@ use crate::message::{
     Message, Notification, PROTOCOL, PeerRef, Request, RequestId, Response, VERSION,
 };
 use crate::method::ParseMode;
+use crate::payload::Payload;
 
 /// Whether a codec's frames travel as WebSocket text or binary frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,11 +248,11 @@ struct WireOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     method: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a Value>,
+    payload: Option<&'a Payload>,
     #[serde(skip_serializing_if = "Option::is_none")]
     success: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a Value>,
+    data: Option<&'a Payload>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a ErrorBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -400,9 +401,9 @@ struct WireIn<'a> {
     request_id: Option<Text<'a>>,
     #[serde(borrow)]
     method: Option<Text<'a>>,
-    payload: Option<Value>,
+    payload: Option<Payload>,
     success: Option<bool>,
-    data: Option<Value>,
+    data: Option<Payload>,
     error: Option<ErrorIn>,
     notification: Option<NotificationIn>,
     peer: Option<PeerRef>,
@@ -482,7 +483,7 @@ impl WireIn<'_> {
                 let id = check_request_id(self.request_id.as_deref(), mode)?;
                 let success = self.success.ok_or_else(|| missing("success"))?;
                 let result = if success {
-                    Ok(self.data.unwrap_or(Value::Null))
+                    Ok(self.data.unwrap_or_default())
                 } else {
                     let e = self.error.ok_or_else(|| {
                         DecodeError::violation("a failed response must carry `error`")
@@ -601,7 +602,7 @@ mod tests {
         let ok = Response {
             timestamp: 7,
             id: RequestId::new(),
-            result: Ok(serde_json::json!("x")),
+            result: Ok(serde_json::json!("x").into()),
             peer: None,
         };
         let failed = Response {

@@ -27,6 +27,7 @@ mod codec;
 mod error;
 mod message;
 mod method;
+mod payload;
 mod reliable;
 
 /// Topics of the notifications the protocol itself uses.
@@ -49,4 +50,5 @@ pub use message::{
 pub use method::{
     MAX_METHOD_LEN, MethodNameError, ParseMode, RESERVED_NAMESPACES, is_reserved, namespace_of,
 };
+pub use payload::Payload;
 pub use reliable::{Retry, SeenIds};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ErrorBody, ErrorCode};
+use crate::payload::Payload;
 
 /// The `protocol` field every message carries.
 pub const PROTOCOL: &str = "helios-starling";
@@ -144,7 +145,7 @@ pub struct Request {
     /// The method to call.
     pub method: String,
     /// The argument; `None` when the field was absent.
-    pub payload: Option<Value>,
+    pub payload: Option<Payload>,
     /// Relay target (client → server) or origin (server → client).
     pub peer: Option<PeerRef>,
     /// How long the caller waits, in milliseconds (a hint to the callee).
@@ -158,7 +159,7 @@ impl Request {
             timestamp: now_ms(),
             id: RequestId::new(),
             method: method.into(),
-            payload: Some(payload),
+            payload: Some(Payload::Value(payload)),
             peer: None,
             timeout_ms: None,
         }
@@ -173,7 +174,7 @@ pub struct Response {
     /// The id of the request this answers.
     pub id: RequestId,
     /// `data` on success, `error` on failure.
-    pub result: Result<Value, ErrorBody>,
+    pub result: Result<Payload, ErrorBody>,
     /// The peer that answered, for relayed requests.
     pub peer: Option<PeerRef>,
 }
@@ -186,13 +187,27 @@ impl Response {
     /// let r = Response::ok(RequestId::new(), serde_json::json!(1));
     /// assert!(r.result.is_ok());
     /// ```
-    pub fn ok(id: RequestId, data: Value) -> Self {
+    pub fn ok(id: RequestId, data: impl Into<Payload>) -> Self {
         Self {
             timestamp: now_ms(),
             id,
-            result: Ok(data),
+            result: Ok(data.into()),
             peer: None,
         }
+    }
+
+    /// The outcome with `data` as a `Value`.
+    ///
+    /// # Errors
+    /// The `error` the response carried, or `INVALID_MESSAGE_FORMAT` when
+    /// `data` is JSON text nested deeper than a `Value` may be.
+    pub fn into_result(self) -> Result<Value, ErrorBody> {
+        self.result?.into_value().map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::INVALID_MESSAGE_FORMAT,
+                format!("response data is not a usable JSON value: {e}"),
+            )
+        })
     }
 
     /// A failed response.

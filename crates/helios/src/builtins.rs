@@ -1,6 +1,6 @@
 //! Built-in methods every Helios server answers (DESIGN.md §2).
 
-use helios_protocol::{ErrorCode, now_ms};
+use helios_protocol::{ErrorCode, Payload, now_ms};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -14,7 +14,9 @@ async fn ping(_: Context<Value>) -> Result<Value, MethodError> {
     Ok(json!({ "pong": true, "timestamp": now_ms() }))
 }
 
-async fn echo(ctx: Context<Value>) -> Result<Value, MethodError> {
+/// The payload back as it came: JSON text is neither parsed into a tree nor
+/// written out again.
+async fn echo(ctx: Context<Payload>) -> Result<Payload, MethodError> {
     Ok(ctx.payload)
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use helios_protocol::{ErrorBody, ErrorCode, PeerRef, Request};
+use helios_protocol::{ErrorBody, ErrorCode, Payload, PeerRef, Request};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -239,7 +239,7 @@ impl Helios {
                         .min(3_600_000),
                 );
                 let mut fwd = Request::new(str_field(&body, "method"), Value::Null);
-                fwd.payload = body.get("payload").cloned();
+                fwd.payload = body.get("payload").cloned().map(Payload::Value);
                 fwd.peer = Some(PeerRef::Id(from));
                 fwd.timeout_ms = Some(timeout.as_millis() as u64);
                 let token = CancellationToken::new();

@@ -554,7 +554,7 @@ impl Connection {
     ) -> Result<Value, ErrorBody> {
         let mut req = Request::new(method, payload);
         req.timeout_ms = Some(timeout.as_millis() as u64);
-        self.send_request(req, timeout).await.result
+        self.send_request(req, timeout).await.into_result()
     }
 
     /// Sends a request and waits for the whole response (relay needs the

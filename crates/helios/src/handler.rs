@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use helios_protocol::ErrorCode;
+use helios_protocol::{ErrorCode, Payload};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -19,23 +19,45 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// The outcome of a method: the `data` of the response, or its `error`.
 pub type Reply = Result<Value, MethodError>;
 
+/// A method's outcome on its way to the response: `data` kept as it is
+/// ([`Payload`]), raw JSON text included.
+pub(crate) type Outcome = Result<Payload, MethodError>;
+
 /// What a method handler may return: `Result<R, E>` with a serialisable `R`
 /// and an error convertible to [`MethodError`].
 pub trait IntoReply {
     /// Converts into the response outcome.
     fn into_reply(self) -> Reply;
+
+    /// Converts into the response's `data` as it will be sent: a
+    /// [`Payload`] result (raw JSON text, say) is kept as it is.
+    #[doc(hidden)]
+    fn into_payload(self) -> Result<Payload, MethodError>
+    where
+        Self: Sized,
+    {
+        self.into_reply().map(Payload::Value)
+    }
 }
 
 impl<R: Serialize + 'static, E: Into<MethodError>> IntoReply for Result<R, E> {
     fn into_reply(self) -> Reply {
-        match self {
-            Ok(r) => match moved_as::<R, Value>(r) {
-                Ok(value) => Ok(value),
-                Err(r) => serde_json::to_value(r).map_err(|e| {
-                    MethodError::internal(format!("handler result is not serialisable: {e}"))
-                }),
-            },
-            Err(e) => Err(e.into()),
+        self.into_payload()?
+            .into_value()
+            .map_err(|e| MethodError::internal(format!("handler result is not a JSON value: {e}")))
+    }
+
+    fn into_payload(self) -> Outcome {
+        let r = self.map_err(Into::into)?;
+        let r = match moved_as::<R, Payload>(r) {
+            Ok(payload) => return Ok(payload),
+            Err(r) => r,
+        };
+        match moved_as::<R, Value>(r) {
+            Ok(value) => Ok(Payload::Value(value)),
+            Err(r) => serde_json::to_value(r).map(Payload::Value).map_err(|e| {
+                MethodError::internal(format!("handler result is not serialisable: {e}"))
+            }),
         }
     }
 }
@@ -62,10 +84,12 @@ fn moved_as<From: 'static, To: 'static>(from: From) -> Result<To, From> {
 /// where `T` is deserialisable from the payload.
 ///
 /// A payload that does not fit `T` is answered with `INVALID_PAYLOAD` before
-/// the handler runs.
+/// the handler runs. A JSON payload is read into `T` straight from its text;
+/// `T` = [`Payload`] takes it as it came, and returning a `Payload` sends it
+/// back as it is (that is how `system:echo` answers).
 pub trait MethodHandler<T>: Send + Sync + 'static {
-    /// Runs the handler on a context with a raw payload.
-    fn call(&self, ctx: Context<Value>) -> BoxFuture<Reply>;
+    /// Runs the handler on a context with the payload as it came.
+    fn call(&self, ctx: Context<Payload>) -> BoxFuture<Result<Payload, MethodError>>;
 }
 
 impl<F, Fut, T> MethodHandler<T> for F
@@ -75,26 +99,34 @@ where
     Fut::Output: IntoReply,
     T: DeserializeOwned + Send + 'static,
 {
-    fn call(&self, ctx: Context<Value>) -> BoxFuture<Reply> {
+    fn call(&self, ctx: Context<Payload>) -> BoxFuture<Outcome> {
         match deserialize_payload::<T>(ctx) {
             Ok(ctx) => {
                 let fut = self(ctx);
-                Box::pin(async move { fut.await.into_reply() })
+                Box::pin(async move { fut.await.into_payload() })
             }
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
 }
 
+/// The payload as the handler's `T`, moved when it already is one.
 fn deserialize_payload<T: DeserializeOwned + 'static>(
-    ctx: Context<Value>,
+    ctx: Context<Payload>,
 ) -> Result<Context<T>, MethodError> {
     let Context { payload, meta } = ctx;
-    let payload = match moved_as::<Value, T>(payload) {
+    let payload = match moved_as::<Payload, T>(payload) {
         Ok(payload) => return Ok(Context { payload, meta }),
         Err(payload) => payload,
     };
-    match serde_json::from_value::<T>(payload) {
+    let read = match payload {
+        Payload::Value(v) => match moved_as::<Value, T>(v) {
+            Ok(payload) => return Ok(Context { payload, meta }),
+            Err(v) => serde_json::from_value::<T>(v),
+        },
+        Payload::Raw(raw) => serde_json::from_str::<T>(raw.get()),
+    };
+    match read {
         Ok(payload) => Ok(Context { payload, meta }),
         Err(e) => Err(MethodError::new(
             ErrorCode::INVALID_PAYLOAD,
@@ -136,7 +168,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn call(&self, ctx: Context<Value>) -> BoxFuture<Result<(), String>> {
-        match deserialize_payload::<T>(ctx) {
+        match deserialize_payload::<T>(ctx.map(Payload::Value)) {
             Ok(ctx) => {
                 let fut = self(ctx);
                 Box::pin(async move { fut.await.into_outcome() })
@@ -146,7 +178,7 @@ where
     }
 }
 
-pub(crate) type ErasedMethod = Arc<dyn Fn(Context<Value>) -> BoxFuture<Reply> + Send + Sync>;
+pub(crate) type ErasedMethod = Arc<dyn Fn(Context<Payload>) -> BoxFuture<Outcome> + Send + Sync>;
 pub(crate) type ErasedEvent =
     Arc<dyn Fn(Context<Value>) -> BoxFuture<Result<(), String>> + Send + Sync>;
 

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::context::Context;
-use crate::handler::{BoxFuture, ErasedMethod, Reply};
+use helios_protocol::{ErrorCode, Payload};
+
+use crate::error::MethodError;
+use crate::handler::{BoxFuture, ErasedMethod, Outcome, Reply};
 
 /// Middleware wraps the handlers whose method names match its pattern. It
 /// may inspect or change the context, call `next.run(ctx)` to go on, or
@@ -67,7 +70,31 @@ impl Next {
                 };
                 mw.call(ctx, next).await
             }
-            None => (self.endpoint)(ctx).await,
+            None => {
+                let data = (self.endpoint)(ctx.map(Payload::Value)).await?;
+                data.into_value().map_err(|e| {
+                    MethodError::internal(format!("handler result is not a JSON value: {e}"))
+                })
+            }
         }
+    }
+
+    /// Runs the chain on a payload as it came: straight to the handler when
+    /// no middleware wraps it (the payload and the result stay as they
+    /// are), else through the middleware, which sees `Value`s.
+    pub(crate) async fn run_payload(self, ctx: Context<Payload>) -> Outcome {
+        if self.index >= self.chain.len() {
+            return (self.endpoint)(ctx).await;
+        }
+        let Context { payload, meta } = ctx;
+        let payload = payload.into_value().map_err(|e| {
+            MethodError::new(
+                ErrorCode::INVALID_PAYLOAD,
+                format!("payload does not fit {}: {e}", meta.name),
+            )
+        })?;
+        self.run(Context { payload, meta })
+            .await
+            .map(Payload::Value)
     }
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use helios_protocol::{ErrorBody, ErrorCode, Notification, PeerRef, Request};
+use helios_protocol::{ErrorBody, ErrorCode, Notification, Payload, PeerRef, Request};
 use serde_json::Value;
 
 use crate::connection::Connection;
 use crate::error::MethodError;
-use crate::handler::Reply;
+use crate::handler::{Outcome, Reply};
 use crate::helios::Helios;
 
 /// A message about to be relayed, for the relay hook.
@@ -184,7 +184,7 @@ impl Helios {
         req: Request,
         target: PeerRef,
         timeout: Duration,
-    ) -> impl Future<Output = Reply> + Send + 'static {
+    ) -> impl Future<Output = Outcome> + Send + 'static {
         let helios = self.clone();
         async move {
             let decision = helios
@@ -193,18 +193,28 @@ impl Helios {
                     target: target.clone(),
                     method: Some(req.method.clone()),
                     topic: None,
-                    payload: req.payload.clone().unwrap_or(Value::Null),
+                    payload: match req.payload.clone().map(Payload::into_value) {
+                        Some(Ok(v)) => v,
+                        None => Value::Null,
+                        Some(Err(e)) => {
+                            return Err(MethodError::new(
+                                ErrorCode::INVALID_PAYLOAD,
+                                format!("payload is not a usable JSON value: {e}"),
+                            ));
+                        }
+                    },
                 })
                 .await;
             match decision {
                 RelayDecision::Forward => {}
-                RelayDecision::Reply(v) => return Ok(v),
+                RelayDecision::Reply(v) => return Ok(Payload::Value(v)),
                 RelayDecision::Deny(e) => return Err(e),
             }
             let Some(peer) = helios.resolve_peer(&target) else {
                 return helios
                     .relay_remote(&from, &target, RemoteMessage::Request(&req), timeout)
-                    .await;
+                    .await
+                    .map(Payload::Value);
             };
             let mut fwd = Request::new(req.method, Value::Null);
             fwd.payload = req.payload;

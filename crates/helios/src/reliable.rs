@@ -89,7 +89,7 @@ impl Connection {
         req.timeout_ms = Some(timeout.as_millis() as u64);
         self.send_request_retrying(req, timeout, Some(retry))
             .await
-            .result
+            .into_result()
     }
 }
 

@@ -27,7 +27,7 @@ use tokio_websockets::Message as WsMessage;
 
 use crate::connection::{CANCEL_TOPIC, Connection, WELCOME_TOPIC};
 use crate::context::{Context, Meta};
-use crate::handler::Reply;
+use crate::handler::Outcome;
 use crate::health::{HealthEvent, HealthEventKind, ping_payload, pong_latency};
 use crate::helios::Helios;
 use crate::hibernate::{HibernatingSocket, SocketReader, SocketWriter};
@@ -42,7 +42,7 @@ pub(crate) type Recovery = (Result<Recovered, NotRecovered>, RecoverRequest);
 
 /// What a finished handler task hands back to the reader.
 enum Done {
-    Reply(RequestId, Reply),
+    Reply(RequestId, Outcome),
     Event,
 }
 
@@ -609,7 +609,7 @@ impl Reader {
         }
         let id = req.id.clone();
         let ctx = Context {
-            payload: req.payload.unwrap_or(Value::Null),
+            payload: req.payload.unwrap_or_default(),
             meta: Meta {
                 connection: self.conn.clone(),
                 helios: self.helios.clone(),
@@ -622,7 +622,7 @@ impl Reader {
         if inline {
             // Ordered methods (publish, subscribe, ...) run here, one at a
             // time, so a connection's publications keep their order.
-            let reply = run_bounded(next.run(ctx), timeout, &self.helios).await;
+            let reply = run_bounded(next.run_payload(ctx), timeout, &self.helios).await;
             let resp = match reply {
                 Ok(data) => Response::ok(id, data),
                 Err(e) => Response::err(id, e.into_body()),
@@ -630,7 +630,7 @@ impl Reader {
             let _ = self.conn.send_message(&resp.into()).await;
             return;
         }
-        self.spawn_call(id, timeout, Box::pin(next.run(ctx)));
+        self.spawn_call(id, timeout, Box::pin(next.run_payload(ctx)));
     }
 
     /// Runs a call as a task of this connection, bounded by `timeout`; a
@@ -639,7 +639,7 @@ impl Reader {
         &mut self,
         id: RequestId,
         timeout: Duration,
-        call: futures_util::future::BoxFuture<'static, Reply>,
+        call: futures_util::future::BoxFuture<'static, Outcome>,
     ) {
         let task_id = id.clone();
         let helios = self.helios.clone();
@@ -649,7 +649,7 @@ impl Reader {
     }
 
     /// Sends a finished handler's answer, unless the request was cancelled.
-    async fn answer(&mut self, id: RequestId, reply: Reply) {
+    async fn answer(&mut self, id: RequestId, reply: Outcome) {
         if self.inflight.take_request(&id).is_none() {
             return; // cancelled: already answered REQUEST_CANCELLED
         }
@@ -765,10 +765,10 @@ impl Reader {
 
 /// Runs a handler chain within its timeout; a panic becomes `METHOD_ERROR`.
 async fn run_bounded(
-    call: impl Future<Output = Reply>,
+    call: impl Future<Output = Outcome>,
     timeout: Duration,
     helios: &Helios,
-) -> Reply {
+) -> Outcome {
     let started = Instant::now();
     let mut run = std::pin::pin!(AssertUnwindSafe(call).catch_unwind());
     // Most handlers finish at their first poll: only arm the timeout timer

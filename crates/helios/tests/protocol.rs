@@ -53,6 +53,25 @@ async fn welcome_ping_and_echo() {
     assert_eq!(root.call("system:ping", Value::Null).await["success"], true);
 }
 
+/// A JSON payload comes back as the client wrote it: a number beyond what
+/// a float holds, escapes and spacing are not rewritten on the way.
+#[tokio::test]
+async fn echo_gives_json_text_back_as_written() {
+    let s = server().await;
+    let mut c = Raw::connect(&s.url()).await;
+    let id = uuid();
+    let payload = r#"{"big": 123456789012345678901234567890, "pi":3.14159265358979323846264338, "s":"\u00e9\n"}"#;
+    c.send_text(&format!(
+        r#"{{"protocol":"helios-starling","version":"1.0.0","timestamp":1,"type":"request","requestId":"{id}","method":"system:echo","payload":{payload}}}"#
+    ))
+    .await;
+    let text = c.next_text().await;
+    assert!(text.contains(&format!(r#""data":{payload}"#)), "{text}");
+    let v: Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(v["requestId"], id.as_str());
+    assert_eq!(v["success"], true);
+}
+
 /// After each bad frame the connection must still answer a ping.
 async fn still_usable(c: &mut Raw) {
     let v = c.call("system:ping", json!({})).await;
@@ -330,7 +349,7 @@ async fn msgpack_subprotocol() {
     match read(c.ws.next().await.expect("frame").expect("ok")) {
         Message::Response(r) => {
             assert_eq!(r.id, id);
-            assert_eq!(r.result, Ok(json!({"k": [1, 2]})));
+            assert_eq!(r.into_result(), Ok(json!({"k": [1, 2]})));
         }
         other => panic!("expected a response, got {other:?}"),
     }

@@ -384,13 +384,17 @@ where
     }
 
     fn on_response(&mut self, res: Response) {
-        if let Some(kind) = self.internal.remove(&res.id) {
-            self.on_internal(kind, res.result);
+        let id = res.id.clone();
+        let result = res.into_result();
+        if let Some(kind) = self.internal.remove(&id) {
+            self.on_internal(kind, result);
             return;
         }
-        let outcome = res.result.map_err(ClientError::Server);
-        if !self.shared.complete(&res.id, outcome) {
-            tracing::debug!(request_id = %res.id, "response to no pending request (late or cancelled)");
+        if !self
+            .shared
+            .complete(&id, result.map_err(ClientError::Server))
+        {
+            tracing::debug!(request_id = %id, "response to no pending request (late or cancelled)");
         }
     }
 

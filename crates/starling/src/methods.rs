@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use helios_protocol::{Encoding, ErrorBody, ErrorCode, Message, Request, RequestId, Response};
+use helios_protocol::{
+    Encoding, ErrorBody, ErrorCode, Message, Payload, Request, RequestId, Response,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -143,10 +145,16 @@ impl Dispatcher {
         let encoding = self.encoding;
         let replies = self.replies.clone();
         let limit = req.timeout_ms.map(Duration::from_millis);
-        let payload = req.payload.unwrap_or(Value::Null);
+        let payload = req.payload.map_or(Ok(Value::Null), Payload::into_value);
         let task_id = id.clone();
         let task = tokio::spawn(async move {
-            let result = run(handler, payload, limit).await;
+            let result = match payload {
+                Ok(payload) => run(handler, payload, limit).await,
+                Err(e) => Err(ErrorBody::new(
+                    ErrorCode::INVALID_PAYLOAD,
+                    format!("payload is not a usable JSON value: {e}"),
+                )),
+            };
             let response = match result {
                 Ok(data) => Response::ok(task_id.clone(), data),
                 Err(err) => Response::err(task_id.clone(), err),

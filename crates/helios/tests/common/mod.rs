@@ -114,6 +114,12 @@ impl Raw {
 
     /// The next data frame, as JSON; panics on close or after WAIT.
     pub async fn next_json(&mut self) -> Value {
+        let text = self.next_text().await;
+        serde_json::from_str(&text).expect("server sent invalid JSON")
+    }
+
+    /// The next text frame as it was sent; panics on close or after WAIT.
+    pub async fn next_text(&mut self) -> String {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next())
                 .await
@@ -121,7 +127,7 @@ impl Raw {
                 .expect("connection ended")
                 .expect("websocket error");
             if let Some(text) = msg.as_text() {
-                return serde_json::from_str(text).expect("server sent invalid JSON");
+                return text.to_owned();
             }
             assert!(!msg.is_close(), "unexpected close: {:?}", msg.as_close());
         }
