@@ -404,8 +404,10 @@ struct WireIn<'a> {
     payload: Option<Payload>,
     success: Option<bool>,
     data: Option<Payload>,
-    error: Option<ErrorIn>,
-    notification: Option<NotificationIn>,
+    // Boxed: a request never carries them, and a smaller `WireIn` is
+    // cheaper to move through serde's calls (a memcpy per move).
+    error: Option<Box<ErrorIn>>,
+    notification: Option<Box<NotificationIn>>,
     peer: Option<PeerRef>,
     timeout: Option<u64>,
 }
@@ -485,7 +487,7 @@ impl WireIn<'_> {
                 let result = if success {
                     Ok(self.data.unwrap_or_default())
                 } else {
-                    let e = self.error.ok_or_else(|| {
+                    let e = *self.error.ok_or_else(|| {
                         DecodeError::violation("a failed response must carry `error`")
                     })?;
                     Err(ErrorBody {
@@ -502,7 +504,7 @@ impl WireIn<'_> {
                 }))
             }
             "notification" => {
-                let n = self.notification.ok_or_else(|| missing("notification"))?;
+                let n = *self.notification.ok_or_else(|| missing("notification"))?;
                 Ok(Message::Notification(Notification {
                     timestamp,
                     topic: n.topic,

@@ -389,6 +389,10 @@ impl Reader {
         let shutdown = self.helios.shutdown_token().clone();
         let conn = self.conn.clone();
         let mut drain_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // Made once, not per frame: each registers a waiter (a lock and a
+        // list insert, then a removal) when first polled.
+        let mut closed = std::pin::pin!(conn.closed());
+        let mut shutting_down = std::pin::pin!(shutdown.cancelled());
         loop {
             let draining = drain_deadline.is_some();
             if draining && self.inflight.is_empty() {
@@ -404,8 +408,8 @@ impl Reader {
                         Box::pin(self.answer(id, reply)).await;
                     }
                 }
-                () = conn.closed() => return,
-                _ = shutdown.cancelled(), if !draining => {
+                () = &mut closed => return,
+                () = &mut shutting_down, if !draining => {
                     let grace = self.helios.config().shutdown_grace;
                     drain_deadline = Some(Box::pin(tokio::time::sleep(grace)));
                 }
