@@ -93,7 +93,8 @@ impl Next {
                 format!("payload does not fit {}: {e}", meta.name),
             )
         })?;
-        self.run(Context { payload, meta })
+        // Boxed: only routes with middleware take this path.
+        Box::pin(self.run(Context { payload, meta }))
             .await
             .map(Payload::Value)
     }

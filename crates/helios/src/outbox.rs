@@ -7,8 +7,6 @@
 //! of idle connections.
 
 use std::collections::VecDeque;
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -24,7 +22,7 @@ pub(crate) enum PushError {
 }
 
 pub(crate) struct Outbox {
-    queue: Mutex<Queue>,
+    frames: Mutex<VecDeque<Bytes>>,
     /// One permit per free slot; closed with the outbox.
     space: Semaphore,
     /// Wakes the drainer: a frame was queued, or something else needs it
@@ -32,20 +30,10 @@ pub(crate) struct Outbox {
     ready: Notify,
 }
 
-struct Queue {
-    frames: VecDeque<Bytes>,
-    /// The drainer's task is being polled ([`Outbox::drive`]): its writer
-    /// looks at the queue before that poll ends, so a push needs no wake-up.
-    drainer_running: bool,
-}
-
 impl Outbox {
     pub(crate) fn new(max_frames: usize) -> Self {
         Self {
-            queue: Mutex::new(Queue {
-                frames: VecDeque::new(),
-                drainer_running: false,
-            }),
+            frames: Mutex::new(VecDeque::new()),
             space: Semaphore::new(max_frames.clamp(1, Semaphore::MAX_PERMITS)),
             ready: Notify::new(),
         }
@@ -71,52 +59,14 @@ impl Outbox {
     }
 
     fn enqueue(&self, frame: Bytes) {
-        let wake = {
-            let mut queue = self.queue.lock();
-            queue.frames.push_back(frame);
-            !queue.drainer_running
-        };
-        if wake {
-            self.ready.notify_one();
-        }
-    }
-
-    /// Runs the drainer's task future `fut` (the connection's reader and
-    /// writer), with frames queued *during one of its polls* not waking it.
-    ///
-    /// Why: the reader answers a request in the same poll in which the
-    /// writer then drains the queue. A `notify_one` there would wake the
-    /// task that is already running, for one more poll that finds nothing
-    /// to do: a third of the polls of a connection whose requests arrive
-    /// one at a time. A frame still queued when a poll ends (pushed by
-    /// another thread after the writer looked, or more than the writer
-    /// took) gets its wake-up then, so none is lost. Only the future that
-    /// drains this outbox may be driven here.
-    pub(crate) async fn drive<F: Future>(&self, fut: F) -> F::Output {
-        let mut fut = pin!(fut);
-        std::future::poll_fn(|cx| self.poll_drainer(fut.as_mut(), cx)).await
-    }
-
-    fn poll_drainer<F: Future>(&self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.queue.lock().drainer_running = true;
-        let out = fut.poll(cx);
-        let left = {
-            let mut queue = self.queue.lock();
-            queue.drainer_running = false;
-            !queue.frames.is_empty()
-        };
-        if left && out.is_pending() {
-            // Wakes the writer if it waits for a frame; if it waits for the
-            // socket instead, the permit this leaves is one spurious look.
-            self.ready.notify_one();
-        }
-        out
+        self.frames.lock().push_back(frame);
+        self.ready.notify_one();
     }
 
     /// Moves up to `limit` queued frames into `out` without waiting.
     pub(crate) fn take(&self, out: &mut VecDeque<Bytes>, limit: usize) -> usize {
         let n = {
-            let frames = &mut self.queue.lock().frames;
+            let mut frames = self.frames.lock();
             let n = frames.len().min(limit);
             out.extend(frames.drain(..n));
             n
@@ -131,18 +81,11 @@ impl Outbox {
     /// (returns at once if a frame is queued, and may return spuriously:
     /// the drainer looks at what it has to do and waits again).
     pub(crate) async fn woken(&self) {
-        let mut notified = pin!(self.ready.notified());
-        std::future::poll_fn(|cx| {
-            // Looked at on every poll: under [`drive`](Self::drive) a frame
-            // is queued without a notification.
-            if !self.is_empty() {
-                return Poll::Ready(());
-            }
+        if self.is_empty() {
             // `notify_one` leaves a permit when nobody waits, so a push or
             // a wake between the check and here is not missed.
-            notified.as_mut().poll(cx)
-        })
-        .await;
+            self.ready.notified().await;
+        }
     }
 
     /// Wakes the drainer for something other than a frame (a close, a
@@ -154,14 +97,14 @@ impl Outbox {
 
     /// Gives the queue's memory back if it is empty (the connection is idle).
     pub(crate) fn release(&self) {
-        let frames = &mut self.queue.lock().frames;
+        let mut frames = self.frames.lock();
         if frames.is_empty() && frames.capacity() > 0 {
             *frames = VecDeque::new();
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.queue.lock().frames.is_empty()
+        self.frames.lock().is_empty()
     }
 
     /// No more pushes; waiting senders get `Closed`, the drainer can still
@@ -259,69 +202,5 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), outbox.woken())
             .await
             .expect("a frame is waiting");
-    }
-
-    /// Counts the wake-ups of the task it stands for.
-    #[derive(Default)]
-    struct Wakes(std::sync::atomic::AtomicUsize);
-
-    impl futures_util::task::ArcWake for Wakes {
-        fn wake_by_ref(this: &std::sync::Arc<Self>) {
-            this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    impl Wakes {
-        fn count(&self) -> usize {
-            self.0.load(std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    #[test]
-    fn a_frame_queued_and_drained_in_the_drainers_poll_wakes_nobody() {
-        let outbox = Outbox::new(8);
-        let wakes = std::sync::Arc::new(Wakes::default());
-        let waker = futures_util::task::waker(wakes.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut batch = VecDeque::new();
-        // The reader answers, the writer drains, then waits for more: one
-        // poll of the connection task.
-        let mut task = pin!(outbox.drive(async {
-            outbox
-                .try_push(Bytes::from_static(b"answer"))
-                .expect("room");
-            outbox.take(&mut batch, 8);
-            outbox.woken().await;
-        }));
-        assert!(task.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(wakes.count(), 0, "no wake-up for a frame already written");
-        // A frame from elsewhere, between polls, wakes the task.
-        outbox.try_push(Bytes::from_static(b"push")).expect("room");
-        assert_eq!(wakes.count(), 1);
-        assert!(task.as_mut().poll(&mut cx).is_ready(), "the writer sees it");
-    }
-
-    #[test]
-    fn a_frame_queued_after_the_writer_looked_wakes_the_task_when_its_poll_ends() {
-        let outbox = Outbox::new(8);
-        let wakes = std::sync::Arc::new(Wakes::default());
-        let waker = futures_util::task::waker(wakes.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut writer_waits = pin!(outbox.woken());
-        // The writer waits; then, still inside this poll, a frame is queued
-        // (another thread's push, or a reader polled after the writer).
-        {
-            let mut task = pin!(outbox.drive(std::future::poll_fn(|cx| {
-                assert!(writer_waits.as_mut().poll(cx).is_pending());
-                outbox.try_push(Bytes::from_static(b"late")).expect("room");
-                Poll::<()>::Pending
-            })));
-            assert!(task.as_mut().poll(&mut cx).is_pending());
-        }
-        assert_eq!(wakes.count(), 1, "the frame left in the queue is not lost");
-        assert!(
-            writer_waits.as_mut().poll(&mut cx).is_ready(),
-            "and the writer's wait ends"
-        );
     }
 }
