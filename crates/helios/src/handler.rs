@@ -42,9 +42,7 @@ pub trait IntoReply {
 
 impl<R: Serialize + 'static, E: Into<MethodError>> IntoReply for Result<R, E> {
     fn into_reply(self) -> Reply {
-        self.into_payload()?
-            .into_value()
-            .map_err(|e| MethodError::internal(format!("handler result is not a JSON value: {e}")))
+        result_value(self.into_payload()?)
     }
 
     fn into_payload(self) -> Outcome {
@@ -128,11 +126,23 @@ fn deserialize_payload<T: DeserializeOwned + 'static>(
     };
     match read {
         Ok(payload) => Ok(Context { payload, meta }),
-        Err(e) => Err(MethodError::new(
-            ErrorCode::INVALID_PAYLOAD,
-            format!("payload does not fit {}: {e}", meta.name),
-        )),
+        Err(e) => Err(payload_misfit(&meta.name, e)),
     }
+}
+
+/// `INVALID_PAYLOAD`: the payload does not fit what `name`'s handler (or
+/// its middleware, or the relay hook) takes.
+pub(crate) fn payload_misfit(name: &str, e: impl std::fmt::Display) -> MethodError {
+    MethodError::new(
+        ErrorCode::INVALID_PAYLOAD,
+        format!("payload does not fit {name}: {e}"),
+    )
+}
+
+/// A handler's result as a `Value` (for middleware and `IntoReply`).
+pub(crate) fn result_value(data: Payload) -> Reply {
+    data.into_value()
+        .map_err(|e| MethodError::internal(format!("handler result is not a JSON value: {e}")))
 }
 
 /// What a notification handler may return: `()` or `Result<(), E>` (an

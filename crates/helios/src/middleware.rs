@@ -3,13 +3,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use helios_protocol::Payload;
 use serde_json::Value;
 
 use crate::context::Context;
-use helios_protocol::{ErrorCode, Payload};
-
-use crate::error::MethodError;
-use crate::handler::{BoxFuture, ErasedMethod, Outcome, Reply};
+use crate::handler::{BoxFuture, ErasedMethod, Outcome, Reply, payload_misfit, result_value};
 
 /// Middleware wraps the handlers whose method names match its pattern. It
 /// may inspect or change the context, call `next.run(ctx)` to go on, or
@@ -70,12 +68,7 @@ impl Next {
                 };
                 mw.call(ctx, next).await
             }
-            None => {
-                let data = (self.endpoint)(ctx.map(Payload::Value)).await?;
-                data.into_value().map_err(|e| {
-                    MethodError::internal(format!("handler result is not a JSON value: {e}"))
-                })
-            }
+            None => result_value((self.endpoint)(ctx.map(Payload::Value)).await?),
         }
     }
 
@@ -87,12 +80,9 @@ impl Next {
             return (self.endpoint)(ctx).await;
         }
         let Context { payload, meta } = ctx;
-        let payload = payload.into_value().map_err(|e| {
-            MethodError::new(
-                ErrorCode::INVALID_PAYLOAD,
-                format!("payload does not fit {}: {e}", meta.name),
-            )
-        })?;
+        let payload = payload
+            .into_value()
+            .map_err(|e| payload_misfit(&meta.name, e))?;
         // Boxed: only routes with middleware take this path.
         Box::pin(self.run(Context { payload, meta }))
             .await

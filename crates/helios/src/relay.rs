@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::connection::Connection;
 use crate::error::MethodError;
-use crate::handler::{Outcome, Reply};
+use crate::handler::{Outcome, Reply, payload_misfit};
 use crate::helios::Helios;
 
 /// A message about to be relayed, for the relay hook.
@@ -187,28 +187,27 @@ impl Helios {
     ) -> impl Future<Output = Outcome> + Send + 'static {
         let helios = self.clone();
         async move {
-            let decision = helios
-                .relay_decision(RelayRequest {
-                    from: from.clone(),
-                    target: target.clone(),
-                    method: Some(req.method.clone()),
-                    topic: None,
-                    payload: match req.payload.clone().map(Payload::into_value) {
-                        Some(Ok(v)) => v,
-                        None => Value::Null,
-                        Some(Err(e)) => {
-                            return Err(MethodError::new(
-                                ErrorCode::INVALID_PAYLOAD,
-                                format!("payload is not a usable JSON value: {e}"),
-                            ));
-                        }
-                    },
-                })
-                .await;
-            match decision {
-                RelayDecision::Forward => {}
-                RelayDecision::Reply(v) => return Ok(Payload::Value(v)),
-                RelayDecision::Deny(e) => return Err(e),
+            // The hook sees a `Value`: parsed only when there is a hook.
+            if helios.relay_hook().is_some() {
+                let payload = match req.payload.clone().map(Payload::into_value) {
+                    Some(Ok(v)) => v,
+                    None => Value::Null,
+                    Some(Err(e)) => return Err(payload_misfit(&req.method, e)),
+                };
+                let decision = helios
+                    .relay_decision(RelayRequest {
+                        from: from.clone(),
+                        target: target.clone(),
+                        method: Some(req.method.clone()),
+                        topic: None,
+                        payload,
+                    })
+                    .await;
+                match decision {
+                    RelayDecision::Forward => {}
+                    RelayDecision::Reply(v) => return Ok(Payload::Value(v)),
+                    RelayDecision::Deny(e) => return Err(e),
+                }
             }
             let Some(peer) = helios.resolve_peer(&target) else {
                 return helios
