@@ -26,6 +26,35 @@ fn response(id: &Value, result: Result<Value, (&str, &str)>) -> Value {
     v
 }
 
+/// Within one node a relayed request's payload and the peer's answer go
+/// through as the text each side wrote (a float would round this number).
+#[tokio::test]
+async fn relayed_json_text_arrives_as_written() {
+    let s = Server::start(Helios::builder().build()).await;
+    let mut caller = Raw::connect(&s.url()).await;
+    let mut peer = Raw::connect(&s.url()).await;
+    let peer_id = peer.welcome["starlingId"].as_str().expect("id").to_owned();
+    let id = uuid();
+    let payload = r#"{"n": 123456789012345678901234567890}"#;
+    caller
+        .send_text(&format!(
+            r#"{{"protocol":"helios-starling","version":"1.0.0","timestamp":1,"type":"request","requestId":"{id}","method":"calc:big","payload":{payload},"peer":{{"id":"{peer_id}"}}}}"#
+        ))
+        .await;
+    let got = peer.next_text().await;
+    assert!(got.contains(&format!(r#""payload":{payload}"#)), "{got}");
+    let got: Value = serde_json::from_str(&got).expect("JSON");
+    let data = "[98765432109876543210987654321, 0.1000000000000000000001]";
+    peer.send_text(&format!(
+        r#"{{"protocol":"helios-starling","version":"1.0.0","timestamp":1,"type":"response","requestId":{},"success":true,"data":{data}}}"#,
+        got["requestId"]
+    ))
+    .await;
+    let answer = caller.next_text().await;
+    assert!(answer.contains(&format!(r#""data":{data}"#)), "{answer}");
+    assert!(answer.contains(&id), "{answer}");
+}
+
 #[tokio::test]
 async fn relay_by_id_and_by_name_with_raw_json() {
     let s = Server::start(Helios::builder().build()).await;
