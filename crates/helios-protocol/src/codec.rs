@@ -1,10 +1,11 @@
 //! Codecs: [`Message`] ⇄ bytes, with validation of every rule of the spec.
 //!
-//! Decoding takes a fast path first: one `serde` pass into a borrowed wire
-//! struct, then the protocol checks. Only when that pass fails is the frame
-//! parsed a second time, as a generic value, to name the offending field and
-//! recover the `requestId` for the error response. Bad input is the rare case;
-//! it pays for the good error message.
+//! Decoding a JSON frame takes a fast path first: one pass over the bytes into
+//! a borrowed wire struct ([`crate::scan`]), or, for a frame of an unusual
+//! form, one `serde` pass; then the protocol checks. Only when the serde pass
+//! fails is the frame parsed a second time, as a generic value, to name the
+//! offending field and recover the `requestId` for the error response. Bad
+//! input is the rare case; it pays for the good error message.
 
 use std::borrow::Cow;
 
@@ -124,7 +125,10 @@ impl Codec for Encoding {
 
     fn decode(&self, frame: &[u8], mode: ParseMode) -> Result<Message, DecodeError> {
         let parsed: Result<WireIn<'_>, String> = match self {
-            Self::Json => serde_json::from_slice(frame).map_err(|e| e.to_string()),
+            Self::Json => match std::str::from_utf8(frame) {
+                Ok(text) => return self.decode_text(text, mode),
+                Err(_) => serde_json::from_slice(frame).map_err(|e| e.to_string()),
+            },
             Self::MsgPack => rmp_serde::from_slice(frame).map_err(|e| e.to_string()),
         };
         self.finish(parsed, frame, mode)
@@ -148,14 +152,17 @@ impl Encoding {
     pub fn decode_text(&self, frame: &str, mode: ParseMode) -> Result<Message, DecodeError> {
         match self {
             Self::Json => {
-                let parsed = serde_json::from_str(frame).map_err(|e| e.to_string());
+                let parsed = match crate::scan::envelope(frame) {
+                    Some(wire) => Ok(wire),
+                    None => serde_json::from_str(frame).map_err(|e| e.to_string()),
+                };
                 self.finish(parsed, frame.as_bytes(), mode)
             }
             Self::MsgPack => self.decode(frame.as_bytes(), mode),
         }
     }
 
-    fn finish(
+    pub(crate) fn finish(
         &self,
         parsed: Result<WireIn<'_>, String>,
         frame: &[u8],
@@ -313,6 +320,18 @@ impl WireOut<'_> {
             out.extend_from_slice(s.as_bytes());
             out.push(b'"');
         }
+        // Ids and method names rarely need escapes: written as they are
+        // when they need none (serde_json escape-scans byte by byte).
+        fn text(out: &mut Vec<u8>, key: &str, s: Option<&str>) -> serde_json::Result<()> {
+            match s {
+                Some(s) if crate::scan::needs_no_escape(s) => {
+                    field(out, key);
+                    raw_str(out, s);
+                    Ok(())
+                }
+                _ => value(out, key, s),
+            }
+        }
         fn value<T: Serialize + ?Sized>(
             out: &mut Vec<u8>,
             key: &str,
@@ -332,8 +351,8 @@ impl WireOut<'_> {
         out.extend_from_slice(itoa::Buffer::new().format(self.timestamp).as_bytes());
         field(out, "type");
         raw_str(out, self.ty);
-        value(out, "requestId", self.request_id)?;
-        value(out, "method", self.method)?;
+        text(out, "requestId", self.request_id)?;
+        text(out, "method", self.method)?;
         value(out, "payload", self.payload)?;
         value(out, "success", self.success.as_ref())?;
         value(out, "data", self.data)?;
@@ -388,28 +407,30 @@ impl<'a> From<&'a Message> for WireOut<'a> {
 
 // ---------------------------------------------------------------- decoding
 
-#[derive(Deserialize)]
-struct WireIn<'a> {
+/// A frame's envelope, strings borrowed from the frame: what both the fast
+/// path ([`crate::scan`]) and serde read a frame into.
+#[derive(Deserialize, Default)]
+pub(crate) struct WireIn<'a> {
     #[serde(borrow)]
-    protocol: Option<Text<'a>>,
+    pub(crate) protocol: Option<Text<'a>>,
     #[serde(borrow)]
-    version: Option<Text<'a>>,
-    timestamp: Option<u64>,
+    pub(crate) version: Option<Text<'a>>,
+    pub(crate) timestamp: Option<u64>,
     #[serde(rename = "type", borrow)]
-    ty: Option<Text<'a>>,
+    pub(crate) ty: Option<Text<'a>>,
     #[serde(rename = "requestId", borrow)]
-    request_id: Option<Text<'a>>,
+    pub(crate) request_id: Option<Text<'a>>,
     #[serde(borrow)]
-    method: Option<Text<'a>>,
-    payload: Option<Payload>,
-    success: Option<bool>,
-    data: Option<Payload>,
+    pub(crate) method: Option<Text<'a>>,
+    pub(crate) payload: Option<Payload>,
+    pub(crate) success: Option<bool>,
+    pub(crate) data: Option<Payload>,
     // Boxed: a request never carries them, and a smaller `WireIn` is
     // cheaper to move through serde's calls (a memcpy per move).
-    error: Option<Box<ErrorIn>>,
-    notification: Option<Box<NotificationIn>>,
-    peer: Option<PeerRef>,
-    timeout: Option<u64>,
+    pub(crate) error: Option<Box<ErrorIn>>,
+    pub(crate) notification: Option<Box<NotificationIn>>,
+    pub(crate) peer: Option<PeerRef>,
+    pub(crate) timeout: Option<u64>,
 }
 
 /// A string field borrowed from the frame when it has no escapes.
@@ -420,7 +441,7 @@ struct WireIn<'a> {
 /// per message (protocol, version, type, requestId, method).
 #[derive(Deserialize)]
 #[serde(transparent)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+pub(crate) struct Text<'a>(#[serde(borrow)] pub(crate) Cow<'a, str>);
 
 impl std::ops::Deref for Text<'_> {
     type Target = str;
@@ -431,14 +452,14 @@ impl std::ops::Deref for Text<'_> {
 }
 
 #[derive(Deserialize)]
-struct ErrorIn {
+pub(crate) struct ErrorIn {
     code: String,
     message: String,
     details: Option<Value>,
 }
 
 #[derive(Deserialize)]
-struct NotificationIn {
+pub(crate) struct NotificationIn {
     topic: Option<String>,
     data: Option<Value>,
     offset: Option<u64>,

@@ -29,6 +29,7 @@ mod message;
 mod method;
 mod payload;
 mod reliable;
+mod scan;
 
 /// Topics of the notifications the protocol itself uses.
 pub mod topic {
