@@ -89,39 +89,42 @@ enum Field {
     Timeout,
 }
 
-/// The known keys by first letter, each with its closing quote.
-fn keys_starting_with(first: u8) -> &'static [(&'static [u8], Field)] {
-    match first {
-        b'p' => &[
-            (b"protocol\"", Field::Protocol),
-            (b"payload\"", Field::Payload),
-            (b"peer\"", Field::Peer),
-        ],
-        b't' => &[
-            (b"timestamp\"", Field::Timestamp),
-            (b"type\"", Field::Type),
-            (b"timeout\"", Field::Timeout),
-        ],
-        b'v' => &[(b"version\"", Field::Version)],
-        b'r' => &[(b"requestId\"", Field::RequestId)],
-        b'm' => &[(b"method\"", Field::Method)],
-        b's' => &[(b"success\"", Field::Success)],
-        b'd' => &[(b"data\"", Field::Data)],
-        b'e' => &[(b"error\"", Field::Error)],
-        b'n' => &[(b"notification\"", Field::Notification)],
-        _ => &[],
-    }
+/// The known key `rest` starts with (its closing quote included) and its
+/// length. Literal comparisons: the compiler makes them a few word
+/// compares, where a table of names would call `memcmp` per candidate.
+fn known_key(rest: &[u8]) -> Option<(Field, usize)> {
+    let hit = match rest.first()? {
+        b'p' if rest.starts_with(b"protocol\"") => (Field::Protocol, 9),
+        b'p' if rest.starts_with(b"payload\"") => (Field::Payload, 8),
+        b'p' if rest.starts_with(b"peer\"") => (Field::Peer, 5),
+        b't' if rest.starts_with(b"timestamp\"") => (Field::Timestamp, 10),
+        b't' if rest.starts_with(b"type\"") => (Field::Type, 5),
+        b't' if rest.starts_with(b"timeout\"") => (Field::Timeout, 8),
+        b'v' if rest.starts_with(b"version\"") => (Field::Version, 8),
+        b'r' if rest.starts_with(b"requestId\"") => (Field::RequestId, 10),
+        b'm' if rest.starts_with(b"method\"") => (Field::Method, 7),
+        b's' if rest.starts_with(b"success\"") => (Field::Success, 8),
+        b'd' if rest.starts_with(b"data\"") => (Field::Data, 5),
+        b'e' if rest.starts_with(b"error\"") => (Field::Error, 6),
+        b'n' if rest.starts_with(b"notification\"") => (Field::Notification, 13),
+        _ => return None,
+    };
+    Some(hit)
 }
 
-/// The values the protocol's constant fields nearly always have, each with
-/// its closing quote: compared in place instead of scanned.
-fn usual_values(field: Field) -> &'static [&'static str] {
-    match field {
-        Field::Protocol => &["helios-starling\""],
-        Field::Version => &["1.0.0\""],
-        Field::Type => &["request\"", "response\"", "notification\""],
-        _ => &[],
-    }
+/// The value the protocol's constant fields nearly always have, when
+/// `rest` starts with it and its closing quote: compared in place instead
+/// of scanned.
+fn usual_value(field: Field, rest: &[u8]) -> Option<&'static str> {
+    let usual = match field {
+        Field::Protocol if rest.starts_with(b"helios-starling\"") => "helios-starling",
+        Field::Version if rest.starts_with(b"1.0.0\"") => "1.0.0",
+        Field::Type if rest.starts_with(b"request\"") => "request",
+        Field::Type if rest.starts_with(b"response\"") => "response",
+        Field::Type if rest.starts_with(b"notification\"") => "notification",
+        _ => return None,
+    };
+    Some(usual)
 }
 
 /// A mask of the bytes of `v` that end a plain string (`"`), start an
@@ -183,11 +186,9 @@ impl<'a> Scanner<'a> {
     /// the envelope does not have).
     fn key(&mut self) -> Option<Option<Field>> {
         let rest = self.text.as_bytes().get(self.at..)?;
-        for (name, field) in keys_starting_with(*rest.first()?) {
-            if rest.starts_with(name) {
-                self.at += name.len();
-                return Some(Some(*field));
-            }
+        if let Some((field, len)) = known_key(rest) {
+            self.at += len;
+            return Some(Some(field));
         }
         self.plain_string()?;
         Some(None)
@@ -226,12 +227,10 @@ impl<'a> Scanner<'a> {
     /// A string value without escapes or control characters, borrowed.
     fn string(&mut self, field: Field) -> Option<&'a str> {
         self.eat(b'"')?;
-        let rest = self.text.get(self.at..)?;
-        for usual in usual_values(field) {
-            if rest.starts_with(usual) {
-                self.at += usual.len();
-                return Some(&usual[..usual.len() - 1]);
-            }
+        let rest = self.text.as_bytes().get(self.at..)?;
+        if let Some(usual) = usual_value(field, rest) {
+            self.at += usual.len() + 1;
+            return Some(usual);
         }
         self.plain_string()
     }

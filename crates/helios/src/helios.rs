@@ -2,6 +2,7 @@
 //! running server's cheap-clone handle.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -419,6 +420,7 @@ impl Builder {
                 on_disconnect: self.on_disconnect,
                 on_room_event: self.on_room_event,
                 shutdown: CancellationToken::new(),
+                shutting_down: AtomicBool::new(false),
                 tracker: TaskTracker::new(),
                 health_clock: HealthClock::default(),
             }),
@@ -488,6 +490,9 @@ struct Inner {
     on_disconnect: Vec<ConnectHook>,
     on_room_event: Vec<RoomHook>,
     shutdown: CancellationToken,
+    /// Set with `shutdown`: read on every request, and the token's own
+    /// `is_cancelled` takes a mutex.
+    shutting_down: AtomicBool,
     tracker: TaskTracker,
     health_clock: HealthClock,
 }
@@ -623,6 +628,7 @@ impl Helios {
     /// Starts a graceful shutdown: no new requests, in-flight ones finish
     /// (up to the grace period), then every connection closes with 1001.
     pub fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
         self.inner.shutdown.cancel();
         // Dozing connections wait on their outbox only: wake them to drain.
         for conn in self.inner.registry.all() {
@@ -632,7 +638,7 @@ impl Helios {
 
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.shutdown.is_cancelled()
+        self.inner.shutting_down.load(Ordering::Acquire)
     }
 
     pub(crate) fn shutdown_token(&self) -> &CancellationToken {
