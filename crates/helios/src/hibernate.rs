@@ -288,6 +288,16 @@ where
     }
 }
 
+/// Most bytes copied into one buffer for a single write.
+const COALESCE_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// Shared by every socket of the thread: a write is over before the next
+    /// starts, and no connection keeps a buffer of its own.
+    static COALESCED: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(COALESCE_BYTES));
+}
+
 /// The I/O under the WebSocket stream: hands the stream the bytes a
 /// sleeping socket read first, and follows the frame boundaries of
 /// everything handed over.
@@ -356,12 +366,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
+    /// tokio-websockets hands over two slices per frame (header, payload).
+    /// Small ones are copied into one buffer and written in one piece: the
+    /// kernel's per-slice cost is far above a copy of a few hundred bytes
+    /// (docs/benchmarks.md). Large payloads still go as slices.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let io = &mut self.get_mut().io;
+        if bufs.len() < 2 || bufs[0].len() + bufs[1].len() > COALESCE_BYTES {
+            return Pin::new(io).poll_write_vectored(cx, bufs);
+        }
+        COALESCED.with_borrow_mut(|one| {
+            one.clear();
+            for buf in bufs {
+                if one.len() + buf.len() > COALESCE_BYTES {
+                    break;
+                }
+                one.extend_from_slice(buf);
+            }
+            Pin::new(io).poll_write(cx, one)
+        })
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -474,6 +501,92 @@ mod tests {
         }
         out.extend_from_slice(payload);
         out
+    }
+
+    /// Records each write it is given; takes at most `take` bytes a call.
+    struct Recorder {
+        plain: Vec<Vec<u8>>,
+        vectored: Vec<Vec<Vec<u8>>>,
+        take: usize,
+    }
+
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.take);
+            self.plain.push(buf[..n].to_vec());
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.vectored
+                .push(bufs.iter().map(|b| b.to_vec()).collect());
+            Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn small_frames_are_written_in_one_piece_large_ones_as_slices() {
+        let recorder = Recorder {
+            plain: Vec::new(),
+            vectored: Vec::new(),
+            take: usize::MAX,
+        };
+        let mut tap = Tap::new(recorder);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut write = |tap: &mut Tap<Recorder>, bufs: &[&[u8]]| {
+            let slices: Vec<_> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
+            match Pin::new(tap).poll_write_vectored(&mut cx, &slices) {
+                Poll::Ready(Ok(n)) => n,
+                other => panic!("write: {other:?}"),
+            }
+        };
+        // Two small frames (header, payload each): one write of all of it.
+        assert_eq!(
+            write(&mut tap, &[b"\x81\x02", b"hi", b"\x81\x03", b"you"]),
+            9
+        );
+        assert_eq!(tap.io.plain, vec![b"\x81\x02hi\x81\x03you".to_vec()]);
+        // A large payload goes as it is, in slices.
+        let big = vec![7u8; COALESCE_BYTES];
+        assert_eq!(write(&mut tap, &[b"\x82\x7f", &big]), COALESCE_BYTES + 2);
+        assert_eq!(tap.io.vectored.len(), 1);
+        // Copied up to the limit: a small frame and the large one's header;
+        // the caller writes the rest next.
+        assert_eq!(write(&mut tap, &[b"\x81\x01", b"a", b"\x82\x7f", &big]), 5);
+        // A write the socket takes in part reports what it took.
+        tap.io.take = 4;
+        assert_eq!(write(&mut tap, &[b"\x81\x03", b"abc"]), 4);
+        assert_eq!(tap.io.plain.last(), Some(&b"\x81\x03ab".to_vec()));
     }
 
     #[test]
