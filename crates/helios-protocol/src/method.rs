@@ -43,21 +43,27 @@ impl ParseMode {
         if name.len() > MAX_METHOD_LEN {
             return Err(MethodNameError::TooLong);
         }
-        // One pass over the bytes (this runs for every request): every
-        // allowed character is ASCII, so a byte that is not names the
-        // offending character's start.
+        // One pass over the bytes (this runs for every request), one table
+        // lookup per byte: every allowed character is ASCII, so a byte that
+        // is not names the offending character's start.
         let permissive = self == Self::Permissive;
+        let (allowed, separators) = if permissive {
+            (WORD | COLON | DOT | DASH, COLON | DOT)
+        } else {
+            (WORD | COLON, COLON)
+        };
         let (mut namespaced, mut empty_segment, mut after_separator) = (false, false, false);
-        for (i, b) in name.bytes().enumerate() {
-            let separator = b == b':' || (permissive && b == b'.');
-            if !(separator || b.is_ascii_alphanumeric() || b == b'_' || (permissive && b == b'-')) {
+        for (i, &b) in name.as_bytes().iter().enumerate() {
+            let class = BYTE_CLASS[usize::from(b)];
+            if class & allowed == 0 {
                 let c = name[i..]
                     .chars()
                     .next()
                     .unwrap_or(char::REPLACEMENT_CHARACTER);
                 return Err(MethodNameError::BadChar(c));
             }
-            namespaced |= b == b':';
+            let separator = class & separators != 0;
+            namespaced |= class & COLON != 0;
             empty_segment |= separator && after_separator;
             after_separator = separator;
         }
@@ -70,6 +76,33 @@ impl ParseMode {
         Ok(())
     }
 }
+
+/// What a byte of a method name is: a word character (ASCII letter, digit,
+/// `_`), or one of the separators and the dash. Zero: never allowed.
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_alphanumeric() || c == b'_' {
+            WORD
+        } else if c == b':' {
+            COLON
+        } else if c == b'.' {
+            DOT
+        } else if c == b'-' {
+            DASH
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+};
+const WORD: u8 = 1;
+const COLON: u8 = 2;
+const DOT: u8 = 4;
+const DASH: u8 = 8;
 
 /// Longest method name accepted.
 pub const MAX_METHOD_LEN: usize = 256;
