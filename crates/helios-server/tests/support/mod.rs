@@ -68,10 +68,13 @@ impl Node {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = listening_addr(&line) {
+                // Logged before the address is announced, so a test that
+                // starts reading the log once the node listens sees the line.
+                let addr = listening_addr(&line);
+                log2.lock().expect("log").push(line);
+                if let Some(addr) = addr {
                     let _ = tx.send(Some(addr));
                 }
-                log2.lock().expect("log").push(line);
             }
             let _ = tx.send(None);
         });
