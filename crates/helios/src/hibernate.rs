@@ -40,6 +40,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use futures_util::{Sink, Stream};
@@ -59,6 +60,9 @@ const PEEK_BYTES: usize = 16;
 pub struct HibernatingSocket<S> {
     state: Mutex<State<S>>,
     max_message_bytes: usize,
+    /// Read interest was registered by a sleep, with whichever waker the
+    /// caller had (see [`reader_hint`](Self::reader_hint)).
+    slept: AtomicBool,
 }
 
 enum State<S> {
@@ -87,7 +91,24 @@ where
         Self {
             state: Mutex::new(State::Asleep(Tap::new(io))),
             max_message_bytes,
+            slept: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a reader that polls with a waker of its own should be
+    /// polled although that waker did not fire: the socket went to sleep
+    /// since the last call (its read interest may hold the writer's waker),
+    /// or a write waits for the peer (the reader may wait on that flush,
+    /// e.g. to send a close reply). Reading and writing from one task with
+    /// the task's waker never needs it.
+    pub fn reader_hint(&self) -> bool {
+        let slept = self.slept.swap(false, Ordering::Relaxed);
+        slept
+            || match &*self.state.lock() {
+                State::Awake { ws, .. } => ws.get_ref().write_pending,
+                State::Asleep(tap) => tap.write_pending,
+                State::Moving => true,
+            }
     }
 
     /// The read half: a `Stream` of messages. Pings are answered by the
@@ -176,6 +197,7 @@ where
         // arrived meanwhile: they are kept in the tap).
         let _ = tap.poll_peek(cx);
         *state = State::Asleep(tap);
+        self.slept.store(true, Ordering::Relaxed);
         true
     }
 }
@@ -307,6 +329,8 @@ struct Tap<S> {
     peeked_start: u8,
     peeked_end: u8,
     tracker: FrameTracker,
+    /// The last write or flush found the peer's window full.
+    write_pending: bool,
 }
 
 impl<S: AsyncRead + Unpin> Tap<S> {
@@ -317,6 +341,7 @@ impl<S: AsyncRead + Unpin> Tap<S> {
             peeked_start: 0,
             peeked_end: 0,
             tracker: FrameTracker::default(),
+            write_pending: false,
         }
     }
 
@@ -363,7 +388,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.write_pending = written.is_pending();
+        written
     }
 
     /// tokio-websockets hands over two slices per frame (header, payload).
@@ -375,10 +403,41 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let io = &mut self.get_mut().io;
-        if bufs.len() < 2 || bufs[0].len() + bufs[1].len() > COALESCE_BYTES {
-            return Pin::new(io).poll_write_vectored(cx, bufs);
-        }
+        let this = self.get_mut();
+        let io = &mut this.io;
+        let written = if bufs.len() < 2 || bufs[0].len() + bufs[1].len() > COALESCE_BYTES {
+            Pin::new(io).poll_write_vectored(cx, bufs)
+        } else {
+            Self::write_coalesced(io, cx, bufs)
+        };
+        this.write_pending = written.is_pending();
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        this.write_pending = flushed.is_pending();
+        flushed
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Tap<S> {
+    /// Writes the slices (as many as fit in [`COALESCE_BYTES`]) as one
+    /// piece, through a buffer shared by the thread's sockets.
+    fn write_coalesced(
+        io: &mut S,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         COALESCED.with_borrow_mut(|one| {
             one.clear();
             for buf in bufs {
@@ -389,18 +448,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
             }
             Pin::new(io).poll_write(cx, one)
         })
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

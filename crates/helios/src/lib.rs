@@ -53,6 +53,7 @@ mod server;
 mod session;
 mod socket;
 mod tls;
+mod woken;
 
 pub use auth::{Auth, AuthRejection, HandshakeRequest};
 pub use broker::{

@@ -295,6 +295,12 @@ where
             std::task::Poll::Pending
         }
     });
+    // The reader is polled when its own waker fired, or when it may be
+    // waiting on something the writer registered (see
+    // `HibernatingSocket::reader_hint`).
+    let reading = std::pin::pin!(reading);
+    let mut reading = crate::woken::Woken::new(reading);
+    let reading = std::future::poll_fn(|cx| reading.poll_if_woken(cx, socket.reader_hint()));
     tokio::select! {
         biased;
         () = reading => Phase::Ended,

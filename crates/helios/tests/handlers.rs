@@ -190,6 +190,42 @@ async fn a_slow_handler_does_not_block_the_next_request() {
     assert_eq!(c.response_for(&slow).await["data"], "slow");
 }
 
+/// The socket goes to sleep between health-check ticks while a slow
+/// handler runs (the writer puts it to sleep, registering for the next read
+/// itself). A request arriving then is still read and answered at once, not
+/// after the slow handler.
+#[tokio::test]
+async fn a_request_reaches_a_socket_put_to_sleep_while_a_handler_runs() {
+    let mut config = helios::Config::default();
+    config.ping_interval = Some(Duration::from_millis(40));
+    config.max_missed_pongs = 1000;
+    let helios = Helios::builder()
+        .config(config)
+        .method("app:slow", |_: Context| async {
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+            Ok::<_, MethodError>("slow")
+        })
+        .build();
+    let s = Server::start(helios).await;
+    let mut c = Raw::connect(&s.url()).await;
+    let slow = uuid();
+    c.send_json(&request(&slow, "app:slow", json!({}))).await;
+    // Several ticks with no message: the socket sleeps.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let fast = uuid();
+    let sent = std::time::Instant::now();
+    c.send_json(&request(&fast, "system:echo", json!("fast")))
+        .await;
+    let first = c.next_json().await;
+    assert_eq!(first["requestId"], fast.as_str(), "{first}");
+    assert!(
+        sent.elapsed() < Duration::from_millis(1000),
+        "answered after {:?}, not before the slow handler ended",
+        sent.elapsed()
+    );
+    assert_eq!(c.response_for(&slow).await["data"], "slow");
+}
+
 #[tokio::test]
 async fn middleware_by_pattern_and_namespaces() {
     let calls = Arc::new(AtomicUsize::new(0));

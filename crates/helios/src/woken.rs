@@ -1,0 +1,163 @@
+//! A future polled only when its own waker fired.
+//!
+//! A connection's task runs its reader and its writer as branches of one
+//! `select!`, which polls every branch at every wake-up. At a room delivery
+//! only the writer has work, yet the reader would be polled too: through the
+//! WebSocket stream and its codec down to the socket's read readiness, on
+//! memory gone cold since. [`Woken`] gives a branch a waker of its own and
+//! skips the branch while that waker has not fired (−21 % instructions per
+//! delivery, docs/benchmarks.md).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
+
+/// A future with a waker of its own; see the module docs.
+///
+/// ```ignore
+/// let mut reading = Woken::new(std::pin::pin!(reader));
+/// std::future::poll_fn(|cx| reading.poll_if_woken(cx, false)).await;
+/// ```
+pub(crate) struct Woken<F> {
+    future: F,
+    signal: Arc<Signal>,
+    /// Made once: the future's resources see the same waker at every poll
+    /// and keep it without cloning.
+    waker: Waker,
+}
+
+struct Signal {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future + Unpin> Woken<F> {
+    pub(crate) fn new(future: F) -> Self {
+        let signal = Arc::new(Signal {
+            // The first poll always runs.
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let waker = Waker::from(signal.clone());
+        Self {
+            future,
+            signal,
+            waker,
+        }
+    }
+
+    /// Polls the future if its waker fired since its last poll, or if
+    /// `anyway` (the caller knows it may wait on something registered with
+    /// another waker); `Pending` otherwise. The task behind `cx` is woken
+    /// whenever the future's waker fires.
+    pub(crate) fn poll_if_woken(&mut self, cx: &mut Context<'_>, anyway: bool) -> Poll<F::Output> {
+        // Registered before the flag is read: a wake in between is seen now
+        // or wakes the task again.
+        self.signal.task.register(cx.waker());
+        if !self.signal.woken.swap(false, Ordering::AcqRel) && !anyway {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.future).poll(&mut Context::from_waker(&self.waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its polls; pending until told otherwise, keeping the last
+    /// waker it was given.
+    #[derive(Default)]
+    struct Probe {
+        polls: AtomicUsize,
+        ready: AtomicBool,
+        waker: parking_lot::Mutex<Option<Waker>>,
+    }
+
+    struct ProbeFuture(Arc<Probe>);
+
+    impl Future for ProbeFuture {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.0.polls.fetch_add(1, Ordering::SeqCst);
+            *self.0.waker.lock() = Some(cx.waker().clone());
+            if self.0.ready.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    /// A task waker that counts its wake-ups.
+    #[derive(Default)]
+    struct TaskWaker(AtomicUsize);
+
+    impl Wake for TaskWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn polls_the_first_time_then_only_when_its_waker_fired() {
+        let probe = Arc::new(Probe::default());
+        let task = Arc::new(TaskWaker::default());
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let mut woken = Woken::new(ProbeFuture(probe.clone()));
+
+        assert!(woken.poll_if_woken(&mut cx, false).is_pending());
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 1, "first poll runs");
+
+        // The task woke for something else: the future is skipped.
+        assert!(woken.poll_if_woken(&mut cx, false).is_pending());
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 1);
+
+        // Its own waker fires: the task is woken and the future polled.
+        probe.waker.lock().take().expect("registered").wake();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken");
+        assert!(woken.poll_if_woken(&mut cx, false).is_pending());
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 2);
+
+        // `anyway` polls it without a wake; then it finishes.
+        probe.ready.store(true, Ordering::SeqCst);
+        assert!(woken.poll_if_woken(&mut cx, false).is_pending());
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 2);
+        assert!(woken.poll_if_woken(&mut cx, true).is_ready());
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_wake_before_the_task_polls_again_is_not_lost() {
+        let probe = Arc::new(Probe::default());
+        let task = Arc::new(TaskWaker::default());
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let mut woken = Woken::new(ProbeFuture(probe.clone()));
+        assert!(woken.poll_if_woken(&mut cx, false).is_pending());
+        // Woken twice between polls: one poll follows, then none.
+        let inner = probe.waker.lock().clone().expect("registered");
+        inner.wake_by_ref();
+        inner.wake_by_ref();
+        probe.ready.store(true, Ordering::SeqCst);
+        assert!(woken.poll_if_woken(&mut cx, false).is_ready());
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 2);
+    }
+}
