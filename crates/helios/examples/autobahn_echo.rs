@@ -32,8 +32,19 @@ async fn echo(mut req: Request<Body>) -> Response {
         // cases also test waking it mid-conversation.
         let socket = helios::HibernatingSocket::new(TokioIo::new(upgraded), 64 * 1024 * 1024);
         let (mut reader, mut writer) = (socket.reader(), socket.writer());
+        let mut frames = std::collections::VecDeque::new();
         while let Some(Ok(msg)) = reader.next().await {
-            if (msg.is_text() || msg.is_binary()) && writer.send(msg).await.is_err() {
+            if !(msg.is_text() || msg.is_binary()) {
+                continue;
+            }
+            // Written as Helios writes its messages: framed by the socket
+            // and written past the stream's queue.
+            let text = msg.is_text();
+            frames.push_back(bytes::Bytes::from(msg.into_payload()));
+            let written =
+                std::future::poll_fn(|cx| writer.poll_write_frames(cx, &mut frames, text, |_| {}))
+                    .await;
+            if written.is_err() || writer.flush().await.is_err() {
                 break;
             }
             // Echoed messages count as use; let it sleep after each one.

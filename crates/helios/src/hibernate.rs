@@ -38,11 +38,13 @@
 //! # }
 //! ```
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -277,6 +279,57 @@ where
         }
         self.socket.try_sleep(cx)
     }
+
+    /// Writes each payload in `frames` as one data message (text if `text`,
+    /// else binary), taking them off the front as the socket takes them;
+    /// `taken` sees each. Flush afterwards.
+    ///
+    /// The frames are built here and written straight to the I/O, several
+    /// in one write, past the WebSocket stream: no queue of frame parts and
+    /// no copy of each frame into a buffer of its own. This is safe whenever the stream is
+    /// not in the middle of writing a frame of its own (its last write was
+    /// whole) and the peer has not sent a close; otherwise the frames go
+    /// through the stream as [`Sink::start_send`] would.
+    pub fn poll_write_frames(
+        &self,
+        cx: &mut Context<'_>,
+        frames: &mut VecDeque<Bytes>,
+        text: bool,
+        mut taken: impl FnMut(&Bytes),
+    ) -> Poll<Result<(), Error>> {
+        let opcode = if text { OPCODE_TEXT } else { OPCODE_BINARY };
+        if frames.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        // Awake (and busy) as for any message: a connection that gets
+        // messages keeps its stream rather than rebuilding it for each.
+        let direct = self.socket.with_ws(|ws| {
+            let tap = Pin::get_mut(ws).get_mut();
+            tap.may_write_past_stream()
+                .then(|| tap.poll_write_frames(cx, frames, opcode, &mut taken))
+        });
+        if let Some(written) = direct {
+            self.socket.mark_busy();
+            return written.map_err(Error::Io);
+        }
+        while !frames.is_empty() {
+            let mut sink = SocketWriter {
+                socket: self.socket,
+            };
+            ready!(Pin::new(&mut sink).poll_ready(cx))?;
+            let Some(frame) = frames.pop_front() else {
+                break;
+            };
+            taken(&frame);
+            let msg = if text {
+                Message::text(frame)
+            } else {
+                Message::binary(frame)
+            };
+            Pin::new(&mut sink).start_send(msg)?;
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl<S> Sink<Message> for SocketWriter<'_, S>
@@ -300,13 +353,57 @@ where
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.socket.is_asleep() {
-            return Poll::Ready(Ok(())); // nothing can be unflushed
+            // It fell asleep flushed, frames written past the stream too.
+            return Poll::Ready(Ok(()));
         }
         self.socket.with_ws(|ws| ws.poll_flush(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.socket.with_ws(|ws| ws.poll_close(cx))
+    }
+}
+
+const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_BINARY: u8 = 0x2;
+
+/// The header of a final, unmasked frame, as a server sends it (RFC 6455
+/// §5.2): 2, 4 or 10 bytes.
+struct FrameHeader {
+    bytes: [u8; 10],
+    len: u8,
+}
+
+impl FrameHeader {
+    fn new(opcode: u8, payload_len: usize) -> Self {
+        let mut bytes = [0; 10];
+        bytes[0] = 0x80 | opcode;
+        let len = match payload_len {
+            // Each arm's value fits the field it goes in.
+            n if n < 126 => {
+                bytes[1] = n as u8;
+                2
+            }
+            n if n <= 0xffff => {
+                bytes[1] = 126;
+                bytes[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+                4
+            }
+            n => {
+                bytes[1] = 127;
+                bytes[2..10].copy_from_slice(&(n as u64).to_be_bytes());
+                10
+            }
+        };
+        Self { bytes, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.len)
     }
 }
 
@@ -331,6 +428,16 @@ struct Tap<S> {
     tracker: FrameTracker,
     /// The last write or flush found the peer's window full.
     write_pending: bool,
+    /// The WebSocket stream's last write was cut short: it is in the middle
+    /// of a frame, and nothing may be written past it until it finishes.
+    stream_mid_frame: bool,
+    /// What the I/O did not take yet of frames written past the stream; it
+    /// goes out before anything else. Allocated only while there is some.
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes in every sleeping connection's state, not 32"
+    )]
+    unsent: Option<Box<VecDeque<Bytes>>>,
 }
 
 impl<S: AsyncRead + Unpin> Tap<S> {
@@ -342,6 +449,8 @@ impl<S: AsyncRead + Unpin> Tap<S> {
             peeked_end: 0,
             tracker: FrameTracker::default(),
             write_pending: false,
+            stream_mid_frame: false,
+            unsent: None,
         }
     }
 
@@ -389,8 +498,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        ready!(this.poll_unsent(cx))?;
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.write_pending = written.is_pending();
+        this.after_stream_write(&written, buf.len());
         written
     }
 
@@ -404,13 +514,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        ready!(this.poll_unsent(cx))?;
         let io = &mut this.io;
         let written = if bufs.len() < 2 || bufs[0].len() + bufs[1].len() > COALESCE_BYTES {
             Pin::new(io).poll_write_vectored(cx, bufs)
         } else {
             Self::write_coalesced(io, cx, bufs)
         };
-        this.write_pending = written.is_pending();
+        this.after_stream_write(&written, bufs.iter().map(|b| b.len()).sum());
         written
     }
 
@@ -420,6 +531,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        ready!(this.poll_unsent(cx))?;
         let flushed = Pin::new(&mut this.io).poll_flush(cx);
         this.write_pending = flushed.is_pending();
         flushed
@@ -431,6 +543,132 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
 }
 
 impl<S: AsyncWrite + Unpin> Tap<S> {
+    /// A write of the stream's went through (or not): whether it left the
+    /// stream mid-frame.
+    fn after_stream_write(&mut self, written: &Poll<io::Result<usize>>, len: usize) {
+        self.write_pending = written.is_pending();
+        if let Poll::Ready(Ok(n)) = written {
+            // The stream writes whole frames from its queue; a short write
+            // leaves the rest of one for its next write.
+            self.stream_mid_frame = *n < len;
+        }
+    }
+
+    /// Whether frames may be written past the WebSocket stream now.
+    fn may_write_past_stream(&self) -> bool {
+        !self.stream_mid_frame && !self.tracker.closing
+    }
+
+    /// Writes what is left of frames written past the stream.
+    fn poll_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(unsent) = self.unsent.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while let Some(front) = unsent.front_mut() {
+            match Pin::new(&mut self.io).poll_write(cx, front) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    let _ = front.split_to(n);
+                    if front.is_empty() {
+                        unsent.pop_front();
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.write_pending = true;
+                    return Poll::Pending;
+                }
+            }
+        }
+        self.unsent = None;
+        self.write_pending = false;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `frames` as data frames, as many as fit into one buffer per
+    /// write (a large one as its header and payload); see
+    /// [`SocketWriter::poll_write_frames`]. A frame leaves `frames` once
+    /// the I/O took part of it; what it did not take is kept in `unsent`.
+    fn poll_write_frames(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut VecDeque<Bytes>,
+        opcode: u8,
+        taken: &mut impl FnMut(&Bytes),
+    ) -> Poll<io::Result<()>> {
+        ready!(self.poll_unsent(cx))?;
+        while let Some(first) = frames.front() {
+            let header = FrameHeader::new(opcode, first.len());
+            if header.len() + first.len() > COALESCE_BYTES {
+                let bufs = [io::IoSlice::new(header.bytes()), io::IoSlice::new(first)];
+                let n = match Pin::new(&mut self.io).poll_write_vectored(cx, &bufs) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        self.write_pending = true;
+                        return Poll::Pending;
+                    }
+                };
+                let Some(mut frame) = frames.pop_front() else {
+                    break;
+                };
+                taken(&frame);
+                let total = header.len() + frame.len();
+                if n < total {
+                    let mut rest = VecDeque::with_capacity(2);
+                    if n < header.len() {
+                        rest.push_back(Bytes::copy_from_slice(&header.bytes()[n..]));
+                    } else {
+                        let _ = frame.split_to(n - header.len());
+                    }
+                    rest.push_back(frame);
+                    self.unsent = Some(Box::new(rest));
+                    ready!(self.poll_unsent(cx))?;
+                }
+                continue;
+            }
+            let (count, written) = COALESCED.with_borrow_mut(|one| {
+                one.clear();
+                let mut count = 0;
+                for frame in frames.iter() {
+                    let header = FrameHeader::new(opcode, frame.len());
+                    if count > 0 && one.len() + header.len() + frame.len() > COALESCE_BYTES {
+                        break;
+                    }
+                    one.extend_from_slice(header.bytes());
+                    one.extend_from_slice(frame);
+                    count += 1;
+                }
+                let written = match Pin::new(&mut self.io).poll_write(cx, one) {
+                    Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) if n < one.len() => {
+                        Poll::Ready(Ok(Some(Bytes::copy_from_slice(&one[n..]))))
+                    }
+                    other => other.map_ok(|_| None),
+                };
+                (count, written)
+            });
+            match written {
+                Poll::Ready(Ok(rest)) => {
+                    for frame in frames.drain(..count) {
+                        taken(&frame);
+                    }
+                    if let Some(rest) = rest {
+                        self.unsent = Some(Box::new(VecDeque::from([rest])));
+                        ready!(self.poll_unsent(cx))?;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.write_pending = true;
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Writes the slices (as many as fit in [`COALESCE_BYTES`]) as one
     /// piece, through a buffer shared by the thread's sockets.
     fn write_coalesced(
@@ -634,6 +872,185 @@ mod tests {
         tap.io.take = 4;
         assert_eq!(write(&mut tap, &[b"\x81\x03", b"abc"]), 4);
         assert_eq!(tap.io.plain.last(), Some(&b"\x81\x03ab".to_vec()));
+    }
+
+    /// Keeps every byte written, in order; takes at most `take` bytes a
+    /// call and `budget` bytes in all before it reports a full window.
+    struct Pipe {
+        out: Vec<u8>,
+        writes: usize,
+        take: usize,
+        budget: usize,
+    }
+
+    impl Pipe {
+        fn new(take: usize, budget: usize) -> Self {
+            Self {
+                out: Vec::new(),
+                writes: 0,
+                take,
+                budget,
+            }
+        }
+
+        fn accept(&mut self, bufs: &[&[u8]]) -> Poll<io::Result<usize>> {
+            let room = self.take.min(self.budget);
+            if room == 0 {
+                return Poll::Pending;
+            }
+            self.writes += 1;
+            let mut n = 0;
+            for buf in bufs {
+                let k = buf.len().min(room - n);
+                self.out.extend_from_slice(&buf[..k]);
+                n += k;
+            }
+            self.budget -= n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncRead for Pipe {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Pipe {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().accept(&[buf])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let bufs: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
+            self.get_mut().accept(&bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn pipe_of(socket: &HibernatingSocket<Pipe>) -> parking_lot::MappedMutexGuard<'_, Pipe> {
+        parking_lot::MutexGuard::map(socket.state.lock(), |state| match state {
+            State::Awake { ws, .. } => &mut ws.get_mut().io,
+            State::Asleep(tap) => &mut tap.io,
+            State::Moving => unreachable!("between states"),
+        })
+    }
+
+    fn payloads() -> Vec<Vec<u8>> {
+        vec![
+            b"a".to_vec(),
+            vec![b'm'; 200],
+            vec![b'L'; 70_000],
+            vec![b'n'; 126],
+            b"z".to_vec(),
+        ]
+    }
+
+    fn write_frames(socket: &HibernatingSocket<Pipe>, payloads: &[Vec<u8>]) -> Poll<()> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut frames: VecDeque<Bytes> = payloads.iter().cloned().map(Bytes::from).collect();
+        let mut taken = 0;
+        let written = socket
+            .writer()
+            .poll_write_frames(&mut cx, &mut frames, true, |f| taken += f.len());
+        match written {
+            Poll::Ready(r) => {
+                r.expect("written");
+                assert!(frames.is_empty());
+                assert_eq!(taken, payloads.iter().map(Vec::len).sum::<usize>());
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn flush(socket: &HibernatingSocket<Pipe>) -> Poll<Result<(), Error>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(&mut socket.writer()).poll_flush(&mut cx)
+    }
+
+    #[test]
+    fn frames_written_past_the_stream_are_whole_and_in_order() {
+        let socket = HibernatingSocket::new(Pipe::new(usize::MAX, usize::MAX), 1 << 20);
+        assert!(write_frames(&socket, &payloads()).is_ready());
+        let expected: Vec<u8> = payloads()
+            .iter()
+            .flat_map(|p| frame(true, 1, p, false))
+            .collect();
+        assert_eq!(pipe_of(&socket).out, expected);
+        // The two small ones in one write, the large one (header and
+        // payload), then the last two in one write.
+        assert_eq!(pipe_of(&socket).writes, 3);
+        assert!(!socket.is_asleep(), "awake and busy, as after any message");
+    }
+
+    #[test]
+    fn what_the_socket_did_not_take_goes_out_first() {
+        // Seven bytes a write: every frame is cut.
+        let socket = HibernatingSocket::new(Pipe::new(7, usize::MAX), 1 << 20);
+        assert!(write_frames(&socket, &payloads()).is_ready());
+        let expected: Vec<u8> = payloads()
+            .iter()
+            .flat_map(|p| frame(true, 1, p, false))
+            .collect();
+        assert_eq!(pipe_of(&socket).out, expected);
+
+        // A full window: the rest is kept, the frames are taken, and the
+        // socket does not count as asleep until it is flushed.
+        let socket = HibernatingSocket::new(Pipe::new(usize::MAX, 100), 1 << 20);
+        assert!(
+            write_frames(&socket, &[vec![b'x'; 300]]).is_pending(),
+            "the rest waits for room"
+        );
+        assert!(flush(&socket).is_pending(), "the rest is still unsent");
+        pipe_of(&socket).budget = usize::MAX;
+        assert!(matches!(flush(&socket), Poll::Ready(Ok(()))));
+        assert_eq!(pipe_of(&socket).out, frame(true, 1, &[b'x'; 300], false));
+    }
+
+    #[test]
+    fn a_stream_cut_mid_frame_finishes_its_frame_first() {
+        let socket = HibernatingSocket::new(Pipe::new(usize::MAX, 5), 1 << 20);
+        let mut writer = socket.writer();
+        Pin::new(&mut writer)
+            .start_send(Message::text("hello world"))
+            .expect("queued");
+        assert!(flush(&socket).is_pending(), "cut after five bytes");
+        // Through the stream, behind the rest of "hello world".
+        assert!(write_frames(&socket, &[b"x".to_vec()]).is_ready());
+        assert_eq!(pipe_of(&socket).out.len(), 5);
+        pipe_of(&socket).budget = usize::MAX;
+        assert!(matches!(flush(&socket), Poll::Ready(Ok(()))));
+        let mut expected = frame(true, 1, b"hello world", false);
+        expected.extend(frame(true, 1, b"x", false));
+        assert_eq!(pipe_of(&socket).out, expected);
+        // Whole again: the next frames go past the stream.
+        let before = pipe_of(&socket).writes;
+        assert!(write_frames(&socket, &[b"y".to_vec()]).is_ready());
+        assert_eq!(pipe_of(&socket).writes, before + 1);
     }
 
     #[test]

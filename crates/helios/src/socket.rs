@@ -828,13 +828,6 @@ async fn poll_once<R>(mut f: impl FnMut(&mut std::task::Context<'_>) -> R) -> R 
     std::future::poll_fn(|cx| std::task::Poll::Ready(f(cx))).await
 }
 
-fn to_ws(frame: Bytes, kind: FrameType) -> WsMessage {
-    match kind {
-        FrameType::Text => WsMessage::text(frame),
-        FrameType::Binary => WsMessage::binary(frame),
-    }
-}
-
 /// The writer side of one connection: drains the outbound queue into the
 /// socket, batching whatever is queued into one flush, sends the health-check
 /// pings, and lets the socket sleep when nothing is left. Its state outlives
@@ -956,14 +949,12 @@ impl Writer {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        while !self.batch.is_empty() {
-            std::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
-            if let Some(frame) = self.batch.pop_front() {
-                conn.dequeued(frame.len());
-                sink.start_send_unpin(to_ws(frame, self.kind))?;
-            }
-        }
-        Ok(())
+        let text = self.kind == FrameType::Text;
+        let batch = &mut self.batch;
+        std::future::poll_fn(|cx| {
+            sink.poll_write_frames(cx, batch, text, |frame| conn.dequeued(frame.len()))
+        })
+        .await
     }
 
     /// The socket sleeps: the writer's buffers go too.
