@@ -32,6 +32,9 @@ pub(crate) enum PushError {
 
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
+    /// The queue's length, written under its lock: the writer's checks for
+    /// an empty queue (several per frame) read it without the lock.
+    len: AtomicUsize,
     max_frames: usize,
     /// The drainer, while it waits ([`Outbox::woken`]).
     drainer: AtomicWaker,
@@ -54,6 +57,7 @@ impl Outbox {
                 frames: VecDeque::new(),
                 closed: false,
             }),
+            len: AtomicUsize::new(0),
             max_frames: max_frames.max(1),
             drainer: AtomicWaker::new(),
             wake: AtomicBool::new(false),
@@ -104,6 +108,7 @@ impl Outbox {
             }
             if let Some(frame) = frame.take() {
                 queue.frames.push_back(frame);
+                self.len.store(queue.frames.len(), Ordering::Release);
             }
         }
         self.drainer.wake();
@@ -121,6 +126,7 @@ impl Outbox {
             } else {
                 out.extend(queue.frames.drain(..n));
             }
+            self.len.store(queue.frames.len(), Ordering::Release);
             n
         };
         if n > 0 && self.waiting_senders.load(Ordering::SeqCst) > 0 {
@@ -172,7 +178,7 @@ impl Outbox {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.queue.lock().frames.is_empty()
+        self.len.load(Ordering::Acquire) == 0
     }
 
     /// No more pushes; waiting senders get `Closed`, the drainer can still
