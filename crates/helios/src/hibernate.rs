@@ -718,9 +718,13 @@ impl FrameTracker {
                 bytes = &bytes[n..];
                 continue;
             }
-            self.header[usize::from(self.header_len)] = bytes[0];
-            self.header_len += 1;
-            bytes = &bytes[1..];
+            // As much of the header as is known to belong to it: its first
+            // two bytes, then the rest, whose size they give.
+            let have = usize::from(self.header_len);
+            let n = (self.header_size() - have).min(bytes.len());
+            self.header[have..have + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n as u8; // at most 14
+            bytes = &bytes[n..];
             if usize::from(self.header_len) == self.header_size() {
                 self.end_header();
             }
@@ -1082,6 +1086,38 @@ mod tests {
         assert!(!t.at_rest());
         t.follow(&third[3..]);
         assert!(t.at_rest());
+    }
+
+    /// Frames of every header size, masked and not, read in three pieces
+    /// cut at every pair of places: the tracker rests exactly at the frame
+    /// ends that fall on a cut, and at the end.
+    #[test]
+    fn follows_frames_cut_anywhere() {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for (len, masked) in [
+            (0, true),
+            (3, false),
+            (126, true),
+            (300, false),
+            (70_000, true),
+        ] {
+            bytes.extend(frame(true, 0x2, &vec![1; len], masked));
+            ends.push(bytes.len());
+        }
+        let cuts: Vec<usize> = (0..=bytes.len())
+            .filter(|i| ends.iter().any(|e| e.abs_diff(*i) <= 12) || *i < 12)
+            .collect();
+        for &a in &cuts {
+            for &b in cuts.iter().filter(|b| **b >= a) {
+                let mut t = FrameTracker::default();
+                for (from, to) in [(0, a), (a, b), (b, bytes.len())] {
+                    t.follow(&bytes[from..to]);
+                    let rest = to == 0 || ends.contains(&to);
+                    assert_eq!(t.at_rest(), rest, "cut at {a} and {b}: after {to}");
+                }
+            }
+        }
     }
 
     #[test]
