@@ -35,6 +35,7 @@ use crate::metrics::MessageKind;
 use crate::ratelimit::{TokenBucket, Verdict};
 use crate::reliable::{ACK_TOPIC, SeenIds, ack_for};
 use crate::session::{NotRecovered, RecoverRequest, Recovered};
+use crate::woken::{Registered, Woken};
 
 /// A session to restore: whether the token was accepted, and what the
 /// client asked for.
@@ -299,7 +300,7 @@ where
     // waiting on something the writer registered (see
     // `HibernatingSocket::reader_hint`).
     let reading = std::pin::pin!(reading);
-    let mut reading = crate::woken::Woken::new(reading);
+    let mut reading = Woken::new(reading);
     let reading = std::future::poll_fn(|cx| reading.poll_if_woken(cx, socket.reader_hint()));
     tokio::select! {
         biased;
@@ -389,9 +390,13 @@ impl Reader {
         let conn = self.conn.clone();
         let mut drain_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         // Made once, not per frame: each registers a waiter (a lock and a
-        // list insert, then a removal) when first polled.
-        let mut closed = std::pin::pin!(conn.closed());
-        let mut shutting_down = std::pin::pin!(shutdown.cancelled());
+        // list insert, then a removal) when first polled, and is polled
+        // again only if the waker changed; the flags are read at each poll.
+        let closed = std::pin::pin!(conn.closed());
+        let mut closed = Registered::new(closed);
+        let shutting_down = std::pin::pin!(shutdown.cancelled());
+        let mut shutting_down = Registered::new(shutting_down);
+        let helios = self.helios.clone();
         loop {
             let draining = drain_deadline.is_some();
             if draining && self.inflight.is_empty() {
@@ -407,8 +412,8 @@ impl Reader {
                         Box::pin(self.answer(id, reply)).await;
                     }
                 }
-                () = &mut closed => return,
-                () = &mut shutting_down, if !draining => {
+                () = std::future::poll_fn(|cx| closed.poll_until(cx, !conn.is_open())) => return,
+                () = std::future::poll_fn(|cx| shutting_down.poll_until(cx, helios.is_shutting_down())), if !draining => {
                     let grace = self.helios.config().shutdown_grace;
                     drain_deadline = Some(Box::pin(tokio::time::sleep(grace)));
                 }

@@ -76,6 +76,47 @@ impl<F: Future + Unpin> Woken<F> {
     }
 }
 
+/// A future that signals a condition (a close, a shutdown), polled again
+/// only when the task's waker changed since it registered: polling a
+/// registered tokio `Notified` takes its notifier's lock each time, and the
+/// reader would do that at every frame. The condition itself is read at
+/// every poll; it must turn true before the future's waker is woken.
+///
+/// ```ignore
+/// let mut closed = Registered::new(std::pin::pin!(conn.closed()));
+/// std::future::poll_fn(|cx| closed.poll_until(cx, !conn.is_open())).await;
+/// ```
+pub(crate) struct Registered<F> {
+    future: F,
+    waker: Option<Waker>,
+}
+
+impl<F: Future + Unpin> Registered<F> {
+    pub(crate) fn new(future: F) -> Self {
+        Self {
+            future,
+            waker: None,
+        }
+    }
+
+    /// Ready once `done`; otherwise polls the future if the waker changed.
+    pub(crate) fn poll_until(&mut self, cx: &mut Context<'_>, done: bool) -> Poll<()> {
+        if done {
+            return Poll::Ready(());
+        }
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        match Pin::new(&mut self.future).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(()),
+            Poll::Pending => {
+                self.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +199,51 @@ mod tests {
         inner.wake_by_ref();
         probe.ready.store(true, Ordering::SeqCst);
         assert!(woken.poll_if_woken(&mut cx, false).is_ready());
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_registered_future_is_polled_again_only_for_a_new_waker() {
+        let probe = Arc::new(Probe::default());
+        let first = Arc::new(TaskWaker::default());
+        let second = Arc::new(TaskWaker::default());
+        let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+        let mut registered = Registered::new(ProbeFuture(probe.clone()));
+
+        assert!(
+            registered
+                .poll_until(&mut Context::from_waker(&w1), false)
+                .is_pending()
+        );
+        assert!(
+            registered
+                .poll_until(&mut Context::from_waker(&w1), false)
+                .is_pending()
+        );
+        assert_eq!(
+            probe.polls.load(Ordering::SeqCst),
+            1,
+            "same waker: not polled"
+        );
+        // A new waker is handed to the future.
+        assert!(
+            registered
+                .poll_until(&mut Context::from_waker(&w2), false)
+                .is_pending()
+        );
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 2);
+        probe.waker.lock().take().expect("registered").wake();
+        assert_eq!(
+            second.0.load(Ordering::SeqCst),
+            1,
+            "the current waker is woken"
+        );
+        // The condition ends it, without a poll.
+        assert!(
+            registered
+                .poll_until(&mut Context::from_waker(&w2), true)
+                .is_ready()
+        );
         assert_eq!(probe.polls.load(Ordering::SeqCst), 2);
     }
 }
