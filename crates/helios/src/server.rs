@@ -188,7 +188,10 @@ async fn upgrade(State(helios): State<Helios>, mut req: Request<Body>) -> Respon
 }
 
 /// The WebSocket settings every Helios socket uses (also the Autobahn
-/// example's, so conformance is tested on the real configuration).
+/// example's, so conformance is tested on the real configuration). The
+/// frame size applies to what tokio-websockets writes itself (pings,
+/// pongs, closes, and data the socket cannot write past it); data written
+/// with `SocketWriter::poll_write_frames` goes as one frame per message.
 pub fn websocket_builder(max_message_bytes: usize) -> ServerBuilder {
     ServerBuilder::new()
         .limits(Limits::default().max_payload_len(Some(max_message_bytes)))
