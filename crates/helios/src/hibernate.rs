@@ -344,7 +344,12 @@ where
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
         let data = item.is_text() || item.is_binary();
-        self.socket.with_ws(|ws| ws.start_send(item))?;
+        self.socket.with_ws(|ws| {
+            let ws = Pin::get_mut(ws);
+            // Handed to the stream: nothing goes past it until it flushed.
+            ws.get_mut().stream_idle = false;
+            Pin::new(ws).start_send(item)
+        })?;
         if data {
             self.socket.mark_busy();
         }
@@ -428,9 +433,13 @@ struct Tap<S> {
     tracker: FrameTracker,
     /// The last write or flush found the peer's window full.
     write_pending: bool,
-    /// The WebSocket stream's last write was cut short: it is in the middle
-    /// of a frame, and nothing may be written past it until it finishes.
-    stream_mid_frame: bool,
+    /// tokio-websockets holds nothing we handed it that is not fully
+    /// written: its last act on the I/O was a flush, which it does only
+    /// once its frame queue is empty, and no frame was handed to it since.
+    /// Only then may frames go past it without landing inside or ahead of
+    /// its own. (A whole write is not enough: it writes at most 64 slices
+    /// at a time, so a queue of more than 32 frames takes several.)
+    stream_idle: bool,
     /// What the I/O did not take yet of frames written past the stream; it
     /// goes out before anything else. Allocated only while there is some.
     #[allow(
@@ -449,7 +458,7 @@ impl<S: AsyncRead + Unpin> Tap<S> {
             peeked_end: 0,
             tracker: FrameTracker::default(),
             write_pending: false,
-            stream_mid_frame: false,
+            stream_idle: true,
             unsent: None,
         }
     }
@@ -500,7 +509,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
         let this = self.get_mut();
         ready!(this.poll_unsent(cx))?;
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.after_stream_write(&written, buf.len());
+        this.after_stream_write(&written);
         written
     }
 
@@ -521,7 +530,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
         } else {
             Self::write_coalesced(io, cx, bufs)
         };
-        this.after_stream_write(&written, bufs.iter().map(|b| b.len()).sum());
+        this.after_stream_write(&written);
         written
     }
 
@@ -531,6 +540,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // The stream flushes its I/O only once its frame queue is empty.
+        this.stream_idle = true;
         ready!(this.poll_unsent(cx))?;
         let flushed = Pin::new(&mut this.io).poll_flush(cx);
         this.write_pending = flushed.is_pending();
@@ -543,20 +554,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
 }
 
 impl<S: AsyncWrite + Unpin> Tap<S> {
-    /// A write of the stream's went through (or not): whether it left the
-    /// stream mid-frame.
-    fn after_stream_write(&mut self, written: &Poll<io::Result<usize>>, len: usize) {
+    /// The stream wrote (or tried to): it has frames in hand until its
+    /// next flush.
+    fn after_stream_write(&mut self, written: &Poll<io::Result<usize>>) {
         self.write_pending = written.is_pending();
-        if let Poll::Ready(Ok(n)) = written {
-            // The stream writes whole frames from its queue; a short write
-            // leaves the rest of one for its next write.
-            self.stream_mid_frame = *n < len;
-        }
+        self.stream_idle = false;
     }
 
     /// Whether frames may be written past the WebSocket stream now.
     fn may_write_past_stream(&self) -> bool {
-        !self.stream_mid_frame && !self.tracker.closing
+        self.stream_idle && !self.tracker.closing
     }
 
     /// Writes what is left of frames written past the stream.
@@ -666,6 +673,7 @@ impl<S: AsyncWrite + Unpin> Tap<S> {
                 }
             }
         }
+        self.write_pending = false;
         Poll::Ready(Ok(()))
     }
 
@@ -1055,6 +1063,46 @@ mod tests {
         let before = pipe_of(&socket).writes;
         assert!(write_frames(&socket, &[b"y".to_vec()]).is_ready());
         assert_eq!(pipe_of(&socket).writes, before + 1);
+    }
+
+    /// tokio-websockets writes at most 64 slices at a time: with more than
+    /// 32 frames queued, a whole write leaves frames behind (here one cut
+    /// after its header). Frames handed over later still go behind them.
+    #[test]
+    fn frames_wait_for_a_stream_queue_longer_than_one_write() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let socket = HibernatingSocket::new(Pipe::new(usize::MAX, 2), 1 << 20);
+        let mut writer = socket.writer();
+        // A ping cut after its header: the stream is mid-frame.
+        Pin::new(&mut writer)
+            .start_send(Message::ping(vec![7u8]))
+            .expect("queued");
+        assert!(flush(&socket).is_pending());
+        let payloads: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; 200]).collect();
+        let mut frames: VecDeque<Bytes> = payloads.iter().cloned().map(Bytes::from).collect();
+        let mut write = |frames: &mut VecDeque<Bytes>| {
+            socket
+                .writer()
+                .poll_write_frames(&mut cx, frames, false, |_| {})
+        };
+        // Through the stream, until its queue is full enough to flush.
+        assert!(write(&mut frames).is_pending());
+        assert!(!frames.is_empty());
+        // One whole write of 64 slices: the ping's rest, 31 frames and the
+        // 32nd frame's header; then the window is full again.
+        pipe_of(&socket).budget = 1 + 31 * 204 + 4;
+        assert!(write(&mut frames).is_pending());
+        pipe_of(&socket).budget = usize::MAX;
+        assert!(matches!(write(&mut frames), Poll::Ready(Ok(()))));
+        assert!(matches!(flush(&socket), Poll::Ready(Ok(()))));
+        let mut expected = vec![0x89, 0x01, 7];
+        for p in &payloads {
+            expected.extend(frame(true, 0x2, p, false));
+        }
+        let out = &pipe_of(&socket).out;
+        let first_difference = out.iter().zip(&expected).position(|(a, b)| a != b);
+        assert_eq!(first_difference, None, "{} bytes out", out.len());
+        assert_eq!(out.len(), expected.len());
     }
 
     #[test]

@@ -45,6 +45,22 @@ pub(crate) struct Outbox {
     waiting_senders: AtomicUsize,
 }
 
+/// One sender waiting for room, for as long as it lives.
+struct WaitingSender<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingSender<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for WaitingSender<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct Queue {
     frames: VecDeque<Bytes>,
     closed: bool,
@@ -78,16 +94,15 @@ impl Outbox {
                 Err(PushError::Full) => {}
                 done => return done,
             }
-            self.waiting_senders.fetch_add(1, Ordering::SeqCst);
+            // Counted while it waits, also if this future is dropped then.
+            let _waiting = WaitingSender::new(&self.waiting_senders);
             // Re-checked after announcing the wait: a drain that saw no
             // waiting sender has already made room.
             let retry = self.try_push_inner(&mut frame);
             if !matches!(retry, Err(PushError::Full)) {
-                self.waiting_senders.fetch_sub(1, Ordering::SeqCst);
                 return retry;
             }
             room.await;
-            self.waiting_senders.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -330,5 +345,17 @@ mod tests {
             s.await.expect("sender finished");
         }
         assert!(outbox.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sender_dropped_while_waiting_is_no_longer_counted() {
+        let outbox = Outbox::new(1);
+        outbox.try_push(Bytes::from_static(b"1")).expect("room");
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            outbox.push(Bytes::from_static(b"2")),
+        );
+        assert!(waiting.await.is_err(), "waits for room, then is dropped");
+        assert_eq!(outbox.waiting_senders.load(Ordering::SeqCst), 0);
     }
 }
