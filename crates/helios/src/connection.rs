@@ -377,7 +377,22 @@ impl Connection {
 
     /// The writer took `len` bytes off the queue.
     pub(crate) fn dequeued(&self, len: usize) {
-        self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        self.inner.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+        self.inner.outbox.room_made();
+    }
+
+    /// Waits until at most half the outbound byte cap is queued (or the
+    /// connection closed). A recovery replay paces itself with it: the
+    /// frames it queues count against the cap, and a live delivery that
+    /// found the cap full would close the connection as a slow consumer.
+    pub(crate) async fn wait_for_half_empty_queue(&self) {
+        let half = self.inner.max_queued_bytes / 2;
+        self.inner
+            .outbox
+            .wait_until(|| {
+                !self.is_open() || self.inner.queued_bytes.load(Ordering::SeqCst) <= half
+            })
+            .await;
     }
 
     /// Queues a room delivery without waiting: the slow-consumer policy
@@ -679,6 +694,8 @@ impl Connection {
             self.inner.closing.notify_waiters();
             // The writer (or the dozing task) sees the close.
             self.inner.outbox.wake();
+            // So does a replay waiting for room.
+            self.inner.outbox.room_made();
         }
     }
 

@@ -106,6 +106,33 @@ impl Outbox {
         }
     }
 
+    /// Waits until `ready()` holds, checking it again whenever room is
+    /// made ([`room_made`](Self::room_made), a drain) or the outbox closes.
+    pub(crate) async fn wait_until(&self, ready: impl Fn() -> bool) {
+        loop {
+            let room = self.space.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            if ready() {
+                return;
+            }
+            let _waiting = WaitingSender::new(&self.waiting_senders);
+            // Re-checked after announcing the wait, as in `push`.
+            if ready() {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    /// Room was made other than by a drain (e.g. queued bytes were
+    /// written): wakes whoever waits for it.
+    pub(crate) fn room_made(&self) {
+        if self.waiting_senders.load(Ordering::SeqCst) > 0 {
+            self.space.notify_waiters();
+        }
+    }
+
     /// Queues a frame without waiting.
     pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), PushError> {
         self.try_push_inner(&mut Some(frame))
@@ -356,6 +383,33 @@ mod tests {
             outbox.push(Bytes::from_static(b"2")),
         );
         assert!(waiting.await.is_err(), "waits for room, then is dropped");
+        assert_eq!(outbox.waiting_senders.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_room_ends_when_room_is_made() {
+        let outbox = std::sync::Arc::new(Outbox::new(4));
+        let level = std::sync::Arc::new(AtomicUsize::new(10));
+        let waiter = {
+            let (outbox, level) = (outbox.clone(), level.clone());
+            tokio::spawn(async move {
+                outbox
+                    .wait_until(|| level.load(Ordering::SeqCst) <= 5)
+                    .await;
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "waits while the level is high");
+        level.store(7, Ordering::SeqCst);
+        outbox.room_made();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "checked again, still too high");
+        level.store(5, Ordering::SeqCst);
+        outbox.room_made();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by room_made")
+            .expect("test step");
         assert_eq!(outbox.waiting_senders.load(Ordering::SeqCst), 0);
     }
 }

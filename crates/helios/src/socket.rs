@@ -338,6 +338,7 @@ async fn open(helios: Helios, conn: Connection, recovery: Option<Box<Recovery>>)
     if let Some((messages, last)) = replay {
         // Missed room messages first, in order, then what arrived meanwhile.
         for m in &messages {
+            conn.wait_for_half_empty_queue().await;
             if conn.send_message(m).await.is_err() {
                 break;
             }
