@@ -800,67 +800,11 @@ mod tests {
         out
     }
 
-    /// Records each write it is given; takes at most `take` bytes a call.
-    struct Recorder {
-        plain: Vec<Vec<u8>>,
-        vectored: Vec<Vec<Vec<u8>>>,
-        take: usize,
-    }
-
-    impl AsyncRead for Recorder {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            _: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Poll::Pending
-        }
-    }
-
-    impl AsyncWrite for Recorder {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(self.take);
-            self.plain.push(buf[..n].to_vec());
-            Poll::Ready(Ok(n))
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            self.vectored
-                .push(bufs.iter().map(|b| b.to_vec()).collect());
-            Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
     #[test]
     fn small_frames_are_written_in_one_piece_large_ones_as_slices() {
-        let recorder = Recorder {
-            plain: Vec::new(),
-            vectored: Vec::new(),
-            take: usize::MAX,
-        };
-        let mut tap = Tap::new(recorder);
+        let mut tap = Tap::new(Pipe::new(usize::MAX, usize::MAX));
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut write = |tap: &mut Tap<Recorder>, bufs: &[&[u8]]| {
+        let mut write = |tap: &mut Tap<Pipe>, bufs: &[&[u8]]| {
             let slices: Vec<_> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
             match Pin::new(tap).poll_write_vectored(&mut cx, &slices) {
                 Poll::Ready(Ok(n)) => n,
@@ -886,11 +830,14 @@ mod tests {
         assert_eq!(tap.io.plain.last(), Some(&b"\x81\x03ab".to_vec()));
     }
 
-    /// Keeps every byte written, in order; takes at most `take` bytes a
-    /// call and `budget` bytes in all before it reports a full window.
+    /// Keeps every byte written, in order, and each write as it came
+    /// (`plain`, or `vectored` slice by slice); takes at most `take` bytes
+    /// a call and `budget` bytes in all before it reports a full window.
     struct Pipe {
         out: Vec<u8>,
         writes: usize,
+        plain: Vec<Vec<u8>>,
+        vectored: Vec<Vec<Vec<u8>>>,
         take: usize,
         budget: usize,
     }
@@ -900,22 +847,31 @@ mod tests {
             Self {
                 out: Vec::new(),
                 writes: 0,
+                plain: Vec::new(),
+                vectored: Vec::new(),
                 take,
                 budget,
             }
         }
 
-        fn accept(&mut self, bufs: &[&[u8]]) -> Poll<io::Result<usize>> {
+        fn accept(&mut self, bufs: &[&[u8]], vectored: bool) -> Poll<io::Result<usize>> {
             let room = self.take.min(self.budget);
             if room == 0 {
                 return Poll::Pending;
             }
             self.writes += 1;
             let mut n = 0;
+            let mut taken = Vec::new();
             for buf in bufs {
                 let k = buf.len().min(room - n);
                 self.out.extend_from_slice(&buf[..k]);
+                taken.push(buf[..k].to_vec());
                 n += k;
+            }
+            if vectored {
+                self.vectored.push(taken);
+            } else {
+                self.plain.push(taken.concat());
             }
             self.budget -= n;
             Poll::Ready(Ok(n))
@@ -938,7 +894,7 @@ mod tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            self.get_mut().accept(&[buf])
+            self.get_mut().accept(&[buf], false)
         }
 
         fn poll_write_vectored(
@@ -947,7 +903,7 @@ mod tests {
             bufs: &[io::IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
             let bufs: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
-            self.get_mut().accept(&bufs)
+            self.get_mut().accept(&bufs, true)
         }
 
         fn is_write_vectored(&self) -> bool {

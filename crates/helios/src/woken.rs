@@ -156,13 +156,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn polls_the_first_time_then_only_when_its_waker_fired() {
+    /// A probe wrapped in `Woken`, and the task waker it is polled with.
+    fn woken_probe() -> (Arc<Probe>, Arc<TaskWaker>, Waker, Woken<ProbeFuture>) {
         let probe = Arc::new(Probe::default());
         let task = Arc::new(TaskWaker::default());
         let task_waker = Waker::from(task.clone());
+        let woken = Woken::new(ProbeFuture(probe.clone()));
+        (probe, task, task_waker, woken)
+    }
+
+    #[test]
+    fn polls_the_first_time_then_only_when_its_waker_fired() {
+        let (probe, task, task_waker, mut woken) = woken_probe();
         let mut cx = Context::from_waker(&task_waker);
-        let mut woken = Woken::new(ProbeFuture(probe.clone()));
 
         assert!(woken.poll_if_woken(&mut cx, false).is_pending());
         assert_eq!(probe.polls.load(Ordering::SeqCst), 1, "first poll runs");
@@ -187,11 +193,8 @@ mod tests {
 
     #[test]
     fn a_wake_before_the_task_polls_again_is_not_lost() {
-        let probe = Arc::new(Probe::default());
-        let task = Arc::new(TaskWaker::default());
-        let task_waker = Waker::from(task.clone());
+        let (probe, _task, task_waker, mut woken) = woken_probe();
         let mut cx = Context::from_waker(&task_waker);
-        let mut woken = Woken::new(ProbeFuture(probe.clone()));
         assert!(woken.poll_if_woken(&mut cx, false).is_pending());
         // Woken twice between polls: one poll follows, then none.
         let inner = probe.waker.lock().clone().expect("registered");
