@@ -166,11 +166,13 @@ async fn client_cancel_answers_cancelled_and_drops_the_handler() {
     assert_eq!(v["success"], true);
 }
 
-#[tokio::test]
-async fn a_slow_handler_does_not_block_the_next_request() {
+/// A server whose `app:slow` answers "slow" after `slow_ms`, a client, and
+/// the id of the `app:slow` request it has just sent.
+async fn with_a_slow_request(config: helios::Config, slow_ms: u64) -> (Server, Raw, String) {
     let helios = Helios::builder()
-        .method("app:slow", |_: Context| async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+        .config(config)
+        .method("app:slow", move |_: Context| async move {
+            tokio::time::sleep(Duration::from_millis(slow_ms)).await;
             Ok::<_, MethodError>("slow")
         })
         .build();
@@ -178,6 +180,12 @@ async fn a_slow_handler_does_not_block_the_next_request() {
     let mut c = Raw::connect(&s.url()).await;
     let slow = uuid();
     c.send_json(&request(&slow, "app:slow", json!({}))).await;
+    (s, c, slow)
+}
+
+#[tokio::test]
+async fn a_slow_handler_does_not_block_the_next_request() {
+    let (_s, mut c, slow) = with_a_slow_request(helios::Config::default(), 1500).await;
     let fast = uuid();
     c.send_json(&request(&fast, "system:echo", json!("fast")))
         .await;
@@ -199,17 +207,7 @@ async fn a_request_reaches_a_socket_put_to_sleep_while_a_handler_runs() {
     let mut config = helios::Config::default();
     config.ping_interval = Some(Duration::from_millis(40));
     config.max_missed_pongs = 1000;
-    let helios = Helios::builder()
-        .config(config)
-        .method("app:slow", |_: Context| async {
-            tokio::time::sleep(Duration::from_millis(2000)).await;
-            Ok::<_, MethodError>("slow")
-        })
-        .build();
-    let s = Server::start(helios).await;
-    let mut c = Raw::connect(&s.url()).await;
-    let slow = uuid();
-    c.send_json(&request(&slow, "app:slow", json!({}))).await;
+    let (_s, mut c, slow) = with_a_slow_request(config, 2000).await;
     // Several ticks with no message: the socket sleeps.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let fast = uuid();
