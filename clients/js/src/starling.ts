@@ -628,8 +628,11 @@ export class Starling extends Emitter<StarlingEvents> {
     this._starlingId = typeof welcome.starlingId === "string" ? welcome.starlingId : null;
     this.lastWelcome = welcome;
     const recovered = welcome.recovered === true;
-    // The token served this connection; a fresh one is fetched below.
-    this.token = null;
+    // A fresh session makes the old token useless. A recovered one keeps it
+    // until the fresh one (fetched below) arrives: the recovered connection
+    // leaves a snapshot under the same id when it drops, so a drop before
+    // the answer (queued behind the replay) still recovers.
+    if (!recovered) this.token = null;
     const rooms = Array.isArray(welcome.rooms) ? welcome.rooms.filter((r): r is string => typeof r === "string") : [];
     if (reconnect && !recovered) {
       // A new session: the server forgot our rooms and name.

@@ -202,6 +202,44 @@ describe("recovery (HELIOS_RECOVERY_SECRET set)", { timeout: 45 * 60_000 }, () =
     assert.deepEqual(got, [...Array(26).keys()], "every message once, in order");
   });
 
+  test("a drop right after a recovery, before the fresh token arrives: recovered again", { timeout: 30_000 }, async () => {
+    const px = await proxy();
+    const a = client(px.url);
+    const b = client();
+    await Promise.all([a.connect(), b.connect()]);
+    const got = [];
+    await a.subscribe("bulk:again", (d) => got.push(d.i));
+    await b.publish("bulk:again", { i: 0 });
+    await waitFor(() => got.length === 1, 5000, "a delivery");
+    await waitFor(() => a.recoveryToken, 5000, "a recovery token");
+    const firstToken = a.recoveryToken;
+
+    // At the first recovery the client → server direction freezes, so its
+    // request for a fresh token never reaches the server.
+    let frozen;
+    const recoveredOnce = new Promise((resolve) => {
+      a.once("connected", (ev) => {
+        frozen = px.freeze({ up: true, down: false });
+        resolve(ev);
+      });
+    });
+    px.cut();
+    const first = await recoveredOnce;
+    assert.equal(first.recovered, true);
+    await b.publish("bulk:again", { i: 1 });
+    await waitFor(() => got.length === 2, 5000, "a delivery on the recovered connection");
+    assert.equal(a.recoveryToken, firstToken, "the token that served the recovery is kept until a fresh one arrives");
+
+    const second = nextEvent(a, "connected", 10_000);
+    await waitFor(async () => (await b.presence("bulk:again")).count === 1, 5000, "the room to hold the recovered connection");
+    frozen.cut();
+    const ev = await second;
+    assert.equal(ev.recovered, true, `recovered again (reason: ${ev.reason})`);
+    await b.publish("bulk:again", { i: 2 });
+    await waitFor(() => got.length === 3, 5000, "a delivery after the second recovery");
+    assert.deepEqual(got, [0, 1, 2]);
+  });
+
   test("the proxy cuts the socket while messages are published: all arrive in order, once", { timeout: 60_000 }, async () => {
     const px = await proxy();
     const a = client(px.url);
