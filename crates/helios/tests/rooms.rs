@@ -397,6 +397,91 @@ async fn server_side_subscribe_copy_and_room_events() {
     );
 }
 
+/// Room deliveries are written by the publisher straight to the socket
+/// while nothing is queued, and queued behind whatever is (a reply, the
+/// rest of a frame the socket took in part, frames waiting for a full
+/// socket). A subscriber that stops reading for a while meets all of these,
+/// and still gets every delivery once, in order, and every reply.
+#[tokio::test]
+async fn deliveries_keep_their_order_while_the_socket_fills_and_drains() {
+    let helios = Helios::builder().build();
+    let s = Server::start(helios.clone()).await;
+    let mut sub = Raw::connect(&s.url()).await;
+    sub.call("helios:subscribe", json!({"topic": "fill:1"}))
+        .await;
+    let conn = helios
+        .connection(sub.welcome["starlingId"].as_str().expect("id"))
+        .expect("connected");
+
+    // A frame queued just before (its writer has not run yet) goes first.
+    for i in 0..20 {
+        conn.notify("queued:first", json!(i)).await.expect("queued");
+        helios
+            .broadcast("fill:1", json!({"after": i}))
+            .await
+            .expect("broadcast");
+    }
+    for i in 0..20 {
+        let v = sub.next_json().await;
+        assert_eq!(v["notification"]["topic"], "queued:first", "{v}");
+        assert_eq!(v["notification"]["data"], i);
+        let v = sub.next_json().await;
+        assert_eq!(v["notification"]["data"]["after"], i, "{v}");
+    }
+
+    let pad = "p".repeat(3000);
+    let (n, every) = (600u64, 50u64);
+    for i in 0..n {
+        if i % every == 0 {
+            // A reply queued between deliveries, not read yet.
+            sub.send_json(&common::request(
+                &format!("echo-{i}"),
+                "system:echo",
+                json!(i),
+            ))
+            .await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        helios
+            .broadcast("fill:1", json!({"i": i, "pad": pad}))
+            .await
+            .expect("broadcast");
+    }
+    // About 1.8 MB unread: past the kernel's buffers, under the byte cap.
+    let (mut next, mut replies) = (0u64, 0u64);
+    while next < n || replies < n / every {
+        let v = sub.next_json().await;
+        match v["type"].as_str() {
+            Some("notification") => {
+                assert_eq!(
+                    v["notification"]["data"]["i"], next,
+                    "in order, none missing"
+                );
+                next += 1;
+            }
+            Some("response") => {
+                assert_eq!(v["requestId"], format!("echo-{}", replies * every));
+                replies += 1;
+            }
+            other => panic!("unexpected frame {other:?}: {v}"),
+        }
+    }
+    // One frame larger than the kernel's buffers, the last one sent: its
+    // publisher leaves the rest to the writer, which sends it as the
+    // client reads.
+    let big = "b".repeat(6 * 1024 * 1024);
+    helios
+        .broadcast("fill:1", json!({"big": big}))
+        .await
+        .expect("broadcast");
+    let v = sub.next_json().await;
+    assert_eq!(
+        v["notification"]["data"]["big"].as_str().map(str::len),
+        Some(big.len())
+    );
+    assert!(conn.is_open());
+}
+
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_closed_without_stalling_anyone() {
     let mut cfg = helios::Config::default();
