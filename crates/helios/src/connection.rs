@@ -5,15 +5,15 @@
 //! which its writer task drains (see `socket.rs`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use helios_protocol::{
-    CloseCode, Codec, Encoding, ErrorBody, ErrorCode, FrameType, Message, Notification, PeerRef,
-    Request, RequestId, Response,
+    CloseCode, Codec, Encoding, ErrorBody, ErrorCode, Message, Notification, PeerRef, Request,
+    RequestId, Response,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -21,7 +21,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
-use crate::hibernate::{DirectSink, DirectWrite};
 use crate::outbox::{Outbox, PushError};
 
 /// Topic of the notification that cancels an in-flight request, both ways.
@@ -71,15 +70,7 @@ struct Inner {
     /// The health clock ticked for this connection; its writer has not
     /// handled the tick yet.
     tick_due: AtomicBool,
-    /// A room delivery written straight to the socket left bytes the
-    /// socket did not take; the writer has not flushed them yet.
-    flush_due: AtomicBool,
-    /// The connection's socket, which room deliveries are written to
-    /// directly while nothing is queued ([`Connection::deliver`]). Weak:
-    /// a `Connection` kept after the end does not keep the socket open.
-    socket: OnceLock<Weak<dyn DirectSink>>,
-    /// Bytes in the outbound queue (queued, or taken by the writer and not
-    /// yet handed to the socket), and the cap for room deliveries.
+    /// Bytes in the outbound queue, and the cap for room deliveries.
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     helios: crate::helios::WeakHelios,
@@ -144,8 +135,6 @@ impl Connection {
                 close_code: OnceLock::new(),
                 closing: Notify::new(),
                 tick_due: AtomicBool::new(false),
-                flush_due: AtomicBool::new(false),
-                socket: OnceLock::new(),
                 queued_bytes: AtomicUsize::new(0),
                 max_queued_bytes: config.outbound_queue_bytes,
                 helios: helios.downgrade(),
@@ -321,17 +310,6 @@ impl Connection {
         self.inner.tick_due.swap(false, Ordering::AcqRel)
     }
 
-    /// Lets room deliveries be written straight to the connection's socket.
-    pub(crate) fn attach_socket(&self, socket: Weak<dyn DirectSink>) {
-        let _ = self.inner.socket.set(socket);
-    }
-
-    /// Takes a request to flush the socket (see [`DirectWrite::Kept`]).
-    pub(crate) fn take_flush(&self) -> bool {
-        self.inner.flush_due.load(Ordering::Relaxed)
-            && self.inner.flush_due.swap(false, Ordering::AcqRel)
-    }
-
     // ------------------------------------------------------------ data map
 
     /// Stores a value in the connection's data map (kept across session
@@ -429,39 +407,12 @@ impl Connection {
             }
         }
         let queued = self.inner.queued_bytes.load(Ordering::Relaxed);
-        if queued == 0 && self.write_to_socket(&frame) {
-            return Ok(());
-        }
         if queued + frame.len() > self.inner.max_queued_bytes {
             tracing::warn!(conn = %self.id(), queued, "slow consumer: outbound bytes over the cap, closing");
             self.close(CloseCode::SlowConsumer);
             return Err(SendError::Full);
         }
         self.try_send_frame(frame)
-    }
-
-    /// Writes a room delivery from the publisher's task straight to the
-    /// socket, when nothing queued is waiting to go first: the subscriber's
-    /// task is neither woken nor polled. False if the frame must be queued.
-    fn write_to_socket(&self, frame: &Bytes) -> bool {
-        let Some(socket) = self.inner.socket.get().and_then(Weak::upgrade) else {
-            return false;
-        };
-        let text = self.inner.encoding.frame_type() == FrameType::Text;
-        // With the socket held: a frame queued before this point is seen
-        // here (its bytes are counted before it is queued, and uncounted
-        // only once the socket took it), and the close frame is written
-        // only after the close code is set.
-        let allowed = || self.is_open() && self.inner.queued_bytes.load(Ordering::SeqCst) == 0;
-        match socket.try_write_frame(frame, text, &allowed) {
-            DirectWrite::Written => true,
-            DirectWrite::Kept => {
-                self.inner.flush_due.store(true, Ordering::Release);
-                self.inner.outbox.wake();
-                true
-            }
-            DirectWrite::Refused => false,
-        }
     }
 
     /// Holds room deliveries back while a recovered session's missed

@@ -372,75 +372,6 @@ where
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_BINARY: u8 = 0x2;
 
-/// What the I/O did not take of a frame (its header, then its payload),
-/// after it took the first `n` bytes; boxed as [`Tap::unsent`] keeps it.
-#[allow(clippy::box_collection, reason = "the form Tap::unsent keeps it in")]
-fn unsent_rest(header: &FrameHeader, mut frame: Bytes, n: usize) -> Box<VecDeque<Bytes>> {
-    let mut rest = VecDeque::with_capacity(2);
-    if n < header.len() {
-        rest.push_back(Bytes::copy_from_slice(&header.bytes()[n..]));
-    } else {
-        let _ = frame.split_to(n - header.len());
-    }
-    rest.push_back(frame);
-    Box::new(rest)
-}
-
-/// What became of a frame written with [`DirectSink::try_write_frame`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DirectWrite {
-    /// The I/O took all of it.
-    Written,
-    /// The I/O took part of it (or has not flushed it): the rest is kept,
-    /// and the socket's writer must flush it.
-    Kept,
-    /// Nothing was written: queue it for the socket's writer.
-    Refused,
-}
-
-/// A socket another task may write a data frame to directly, past the
-/// connection's queue and writer: a room publisher does, so a delivery
-/// costs no wake-up and no poll of the subscriber's task (docs/architecture.md).
-pub(crate) trait DirectSink: Send + Sync {
-    /// Writes `frame` as one data message (text if `text`) if the socket is
-    /// awake, no one else is using it, nothing of its own is waiting to go
-    /// out, and `allowed()` (checked with the socket held, so that nothing
-    /// the connection queues can get ahead) says so.
-    fn try_write_frame(&self, frame: &Bytes, text: bool, allowed: &dyn Fn() -> bool)
-    -> DirectWrite;
-}
-
-impl<S> DirectSink for HibernatingSocket<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    fn try_write_frame(
-        &self,
-        frame: &Bytes,
-        text: bool,
-        allowed: &dyn Fn() -> bool,
-    ) -> DirectWrite {
-        // Held by the connection's task or another publisher: queue rather
-        // than wait.
-        let Some(mut state) = self.state.try_lock() else {
-            return DirectWrite::Refused;
-        };
-        // Asleep, the connection's task is dozing: the queue wakes it.
-        let State::Awake { ws, busy, .. } = &mut *state else {
-            return DirectWrite::Refused;
-        };
-        let tap = ws.get_mut();
-        if !tap.may_write_past_stream() || tap.unsent.is_some() || tap.write_pending || !allowed() {
-            return DirectWrite::Refused;
-        }
-        let written = tap.write_frame_now(frame, if text { OPCODE_TEXT } else { OPCODE_BINARY });
-        if written != DirectWrite::Refused {
-            *busy = true;
-        }
-        written
-    }
-}
-
 /// The header of a final, unmasked frame, as a server sends it (RFC 6455
 /// §5.2): 2, 4 or 10 bytes.
 struct FrameHeader {
@@ -686,12 +617,20 @@ impl<S: AsyncWrite + Unpin> Tap<S> {
                         return Poll::Pending;
                     }
                 };
-                let Some(frame) = frames.pop_front() else {
+                let Some(mut frame) = frames.pop_front() else {
                     break;
                 };
                 taken(&frame);
-                if n < header.len() + frame.len() {
-                    self.unsent = Some(unsent_rest(&header, frame, n));
+                let total = header.len() + frame.len();
+                if n < total {
+                    let mut rest = VecDeque::with_capacity(2);
+                    if n < header.len() {
+                        rest.push_back(Bytes::copy_from_slice(&header.bytes()[n..]));
+                    } else {
+                        let _ = frame.split_to(n - header.len());
+                    }
+                    rest.push_back(frame);
+                    self.unsent = Some(Box::new(rest));
                     ready!(self.poll_unsent(cx))?;
                 }
                 continue;
@@ -736,55 +675,6 @@ impl<S: AsyncWrite + Unpin> Tap<S> {
         }
         self.write_pending = false;
         Poll::Ready(Ok(()))
-    }
-
-    /// Writes one data frame now, from a task that is not the socket's own
-    /// (its waker is not registered anywhere: a write the I/O cannot take
-    /// at all is refused, and what it takes in part is kept for the
-    /// socket's writer to flush).
-    fn write_frame_now(&mut self, frame: &Bytes, opcode: u8) -> DirectWrite {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let header = FrameHeader::new(opcode, frame.len());
-        let total = header.len() + frame.len();
-        let io = &mut self.io;
-        // Outside tokio's cooperative budget: a publisher delivering to
-        // hundreds of sockets in one poll would run out of it, and every
-        // write after that would be refused although the socket has room.
-        let mut write = tokio::task::coop::unconstrained(std::future::poll_fn(|cx| {
-            if total > COALESCE_BYTES {
-                let bufs = [io::IoSlice::new(header.bytes()), io::IoSlice::new(frame)];
-                Pin::new(&mut *io).poll_write_vectored(cx, &bufs)
-            } else {
-                COALESCED.with_borrow_mut(|one| {
-                    one.clear();
-                    one.extend_from_slice(header.bytes());
-                    one.extend_from_slice(frame);
-                    Pin::new(&mut *io).poll_write(cx, one)
-                })
-            }
-        }));
-        let written = Pin::new(&mut write).poll(&mut cx);
-        let n = match written {
-            Poll::Ready(Ok(n)) if n > 0 => n,
-            // Full (or failed: the writer meets the error on its next write).
-            _ => return DirectWrite::Refused,
-        };
-        if n < total {
-            self.unsent = Some(unsent_rest(&header, frame.clone(), n));
-            self.write_pending = true;
-            return DirectWrite::Kept;
-        }
-        // A plain socket is flushed at once; an encrypting one may hold
-        // the bytes until its writer flushes.
-        if matches!(
-            Pin::new(&mut self.io).poll_flush(&mut cx),
-            Poll::Ready(Ok(()))
-        ) {
-            DirectWrite::Written
-        } else {
-            self.write_pending = true;
-            DirectWrite::Kept
-        }
     }
 
     /// Writes the slices (as many as fit in [`COALESCE_BYTES`]) as one
@@ -1083,84 +973,6 @@ mod tests {
         // payload), then the last two in one write.
         assert_eq!(pipe_of(&socket).writes, 3);
         assert!(!socket.is_asleep(), "awake and busy, as after any message");
-    }
-
-    fn write_directly(
-        socket: &HibernatingSocket<Pipe>,
-        payload: &[u8],
-        allowed: bool,
-    ) -> DirectWrite {
-        socket.try_write_frame(&Bytes::copy_from_slice(payload), true, &|| allowed)
-    }
-
-    #[test]
-    fn a_publisher_writes_whole_frames_to_an_awake_idle_socket() {
-        let socket = HibernatingSocket::new(Pipe::new(usize::MAX, usize::MAX), 1 << 20);
-        assert_eq!(
-            write_directly(&socket, b"a", true),
-            DirectWrite::Refused,
-            "asleep: the queue wakes its task instead"
-        );
-        assert!(pipe_of(&socket).out.is_empty());
-        assert!(write_frames(&socket, &[b"first".to_vec()]).is_ready());
-        assert_eq!(
-            write_directly(&socket, b"b", false),
-            DirectWrite::Refused,
-            "the connection has frames queued"
-        );
-        assert_eq!(
-            write_directly(&socket, &[b'L'; 70_000], true),
-            DirectWrite::Written
-        );
-        assert_eq!(write_directly(&socket, b"c", true), DirectWrite::Written);
-        let expected: Vec<u8> = [&b"first"[..], &[b'L'; 70_000], b"c"]
-            .iter()
-            .flat_map(|p| frame(true, 1, p, false))
-            .collect();
-        assert_eq!(pipe_of(&socket).out, expected);
-    }
-
-    #[test]
-    fn a_publisher_never_cuts_into_the_sockets_own_writes() {
-        // The stream is mid-frame: refused until it has flushed.
-        let socket = HibernatingSocket::new(Pipe::new(usize::MAX, 5), 1 << 20);
-        Pin::new(&mut socket.writer())
-            .start_send(Message::text("hello world"))
-            .expect("queued");
-        assert!(flush(&socket).is_pending(), "cut after five bytes");
-        assert_eq!(write_directly(&socket, b"x", true), DirectWrite::Refused);
-        pipe_of(&socket).budget = usize::MAX;
-        assert!(matches!(flush(&socket), Poll::Ready(Ok(()))));
-        assert_eq!(write_directly(&socket, b"y", true), DirectWrite::Written);
-        let mut expected = frame(true, 1, b"hello world", false);
-        expected.extend(frame(true, 1, b"y", false));
-        assert_eq!(pipe_of(&socket).out, expected);
-
-        // Taken in part: the rest is kept, nothing goes before it, and the
-        // writer's flush sends it.
-        let socket = HibernatingSocket::new(Pipe::new(usize::MAX, usize::MAX), 1 << 20);
-        assert!(write_frames(&socket, &[b"first".to_vec()]).is_ready());
-        pipe_of(&socket).budget = 3;
-        assert_eq!(write_directly(&socket, b"hello", true), DirectWrite::Kept);
-        assert_eq!(
-            write_directly(&socket, b"next", true),
-            DirectWrite::Refused,
-            "behind the rest"
-        );
-        assert!(flush(&socket).is_pending(), "the window is full");
-        assert!(!socket.is_asleep());
-        pipe_of(&socket).budget = usize::MAX;
-        assert!(write_frames(&socket, &[b"after".to_vec()]).is_ready());
-        let expected: Vec<u8> = [&b"first"[..], b"hello", b"after"]
-            .iter()
-            .flat_map(|p| frame(true, 1, p, false))
-            .collect();
-        assert_eq!(pipe_of(&socket).out, expected);
-
-        // A full window: nothing is written.
-        pipe_of(&socket).budget = 0;
-        assert_eq!(write_directly(&socket, b"z", true), DirectWrite::Refused);
-        assert_eq!(pipe_of(&socket).out, expected);
     }
 
     #[test]

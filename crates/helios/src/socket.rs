@@ -10,8 +10,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,7 +30,7 @@ use crate::context::{Context, Meta};
 use crate::handler::Outcome;
 use crate::health::{HealthEvent, HealthEventKind, ping_payload, pong_latency};
 use crate::helios::Helios;
-use crate::hibernate::{DirectSink, HibernatingSocket, SocketReader, SocketWriter};
+use crate::hibernate::{HibernatingSocket, SocketReader, SocketWriter};
 use crate::metrics::MessageKind;
 use crate::ratelimit::{TokenBucket, Verdict};
 use crate::reliable::{ACK_TOPIC, SeenIds, ack_for};
@@ -175,12 +175,7 @@ pub(crate) async fn drive<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let socket = Arc::new(HibernatingSocket::new(
-        io,
-        helios.config().max_message_bytes,
-    ));
-    let direct: Weak<dyn DirectSink> = Arc::downgrade(&socket) as Weak<_>;
-    conn.attach_socket(direct);
+    let socket = HibernatingSocket::new(io, helios.config().max_message_bytes);
     let mut reader = Reader {
         helios: helios.clone(),
         conn: conn.clone(),
@@ -888,12 +883,6 @@ impl Writer {
                 }
             } else if conn.outbox().take(&mut self.batch, 64) > 0 {
                 if self.write_batch(sink, conn).await.is_err() || sink.flush().await.is_err() {
-                    conn.close(CloseCode::Normal);
-                    return;
-                }
-            } else if conn.take_flush() {
-                // What a room delivery written by its publisher left.
-                if sink.flush().await.is_err() {
                     conn.close(CloseCode::Normal);
                     return;
                 }
