@@ -360,13 +360,12 @@ impl Connection {
             return Err(SendError::Closed);
         }
         // Counted before the send so the writer never subtracts first.
-        let len = frame.len();
-        self.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let sent = self.inner.outbox.push(frame).await;
-        if sent.is_err() {
-            self.dequeued(len);
+        let mut counted = CountedBytes::new(self, frame.len());
+        if self.inner.outbox.push(frame).await.is_err() {
             return Err(SendError::Closed);
         }
+        // Queued: the writer uncounts it once the socket takes it.
+        counted.keep();
         Ok(())
     }
 
@@ -431,7 +430,6 @@ impl Connection {
             .as_mut()
             .and_then(|e| e.recovery_buffer.take())
             .unwrap_or_default();
-        self.inner.recovering.store(false, Ordering::Release);
         for (topic, offset, frame) in held {
             if replayed.get(&*topic).is_some_and(|last| offset <= *last) {
                 continue;
@@ -440,6 +438,10 @@ impl Connection {
                 break;
             }
         }
+        // Only now: a delivery that sees the flag down is queued behind the
+        // held ones; one that saw it up waits for this lock, then finds no
+        // buffer and is queued behind them too.
+        self.inner.recovering.store(false, Ordering::Release);
         drop(guard);
     }
 
@@ -724,6 +726,36 @@ fn closed_response(id: RequestId) -> Response {
     )
 }
 
+/// Bytes counted in `queued_bytes` for a frame on its way into the outbox:
+/// uncounted again unless the frame was queued, also when the send is
+/// given up while it waits for room (a handler's timeout, an abort).
+/// Counted bytes never uncounted would shrink the connection's byte cap
+/// for good.
+struct CountedBytes<'a> {
+    conn: &'a Connection,
+    len: usize,
+}
+
+impl<'a> CountedBytes<'a> {
+    fn new(conn: &'a Connection, len: usize) -> Self {
+        conn.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        Self { conn, len }
+    }
+
+    /// The frame was queued: its bytes stay counted.
+    fn keep(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl Drop for CountedBytes<'_> {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            self.conn.dequeued(self.len);
+        }
+    }
+}
+
 /// Removes a pending server→client request when its waiter gives up
 /// (timeout or dropped future) and tells the client to cancel it.
 struct PendingGuard<'a> {
@@ -747,6 +779,90 @@ impl Drop for PendingGuard<'_> {
             if let Some(frame) = self.conn.encode(&cancel.into()) {
                 let _ = self.conn.try_send_frame(frame);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::helios::Helios;
+
+    fn connection(config: crate::Config) -> (Helios, Connection) {
+        let helios = Helios::builder().config(config).build();
+        let conn = Connection::new(Arc::from("c"), Encoding::Json, &helios);
+        (helios, conn)
+    }
+
+    /// The offsets of the frames queued, in queue order.
+    fn queued_offsets(conn: &Connection) -> Vec<u64> {
+        let mut out = VecDeque::new();
+        conn.outbox().take(&mut out, usize::MAX);
+        out.iter()
+            .map(|f| {
+                std::str::from_utf8(f)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .expect("an offset")
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_send_given_up_while_waiting_for_room_is_not_counted() {
+        let (_helios, conn) = connection(crate::Config {
+            outbound_queue_frames: 1,
+            ..Default::default()
+        });
+        conn.send_frame(Bytes::from_static(b"first"))
+            .await
+            .expect("queued");
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(20),
+            conn.send_frame(Bytes::from_static(b"second")),
+        )
+        .await;
+        assert!(waiting.is_err(), "waits while the queue is full");
+        assert_eq!(
+            conn.inner.queued_bytes.load(Ordering::SeqCst),
+            5,
+            "only the queued frame counts"
+        );
+    }
+
+    /// Live deliveries racing the end of a replay (another thread, as on
+    /// the multi-thread runtime) are queued behind the held ones.
+    #[test]
+    fn deliveries_at_the_end_of_a_replay_follow_the_held_ones() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _entered = runtime.enter();
+        for _ in 0..200 {
+            let (_helios, conn) = connection(crate::Config::default());
+            conn.begin_recovery();
+            for offset in 1..=300u64 {
+                conn.deliver("r", offset, Bytes::from(offset.to_string()))
+                    .expect("held");
+            }
+            let live = {
+                let conn = conn.clone();
+                std::thread::spawn(move || {
+                    for offset in 301..=600u64 {
+                        conn.deliver("r", offset, Bytes::from(offset.to_string()))
+                            .expect("delivered");
+                    }
+                })
+            };
+            conn.finish_recovery(&HashMap::new());
+            live.join().expect("live deliveries");
+            let offsets = queued_offsets(&conn);
+            assert_eq!(offsets.len(), 600);
+            assert!(
+                offsets.windows(2).all(|w| w[0] < w[1]),
+                "in offset order: {:?}",
+                offsets.windows(2).find(|w| w[0] >= w[1])
+            );
         }
     }
 }
