@@ -5,15 +5,15 @@
 //! which its writer task drains (see `socket.rs`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use helios_protocol::{
-    CloseCode, Codec, Encoding, ErrorBody, ErrorCode, Message, Notification, PeerRef, Request,
-    RequestId, Response,
+    CloseCode, Codec, Encoding, ErrorBody, ErrorCode, FrameType, Message, Notification, PeerRef,
+    Request, RequestId, Response,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -21,7 +21,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
-use crate::outbox::{Outbox, PushError};
+use crate::cork::CorkShard;
+use crate::hibernate::{DirectSink, DirectWrite};
+use crate::outbox::{Outbox, PushError, QueueAccess};
 
 /// Topic of the notification that cancels an in-flight request, both ways.
 pub const CANCEL_TOPIC: &str = helios_protocol::topic::CANCEL;
@@ -70,7 +72,14 @@ struct Inner {
     /// The health clock ticked for this connection; its writer has not
     /// handled the tick yet.
     tick_due: AtomicBool,
-    /// Bytes in the outbound queue, and the cap for room deliveries.
+    /// The cork's flusher wrote part of the queue and left a rest the
+    /// socket did not take; the writer has not flushed it yet.
+    flush_due: AtomicBool,
+    /// The socket and the cork shard that writes room deliveries to it
+    /// (`cork.rs`); set when the connection's task starts.
+    corked: OnceLock<Corked>,
+    /// Bytes in the outbound queue (queued, or taken by the writer and not
+    /// yet handed to the socket), and the cap for room deliveries.
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     helios: crate::helios::WeakHelios,
@@ -135,6 +144,8 @@ impl Connection {
                 close_code: OnceLock::new(),
                 closing: Notify::new(),
                 tick_due: AtomicBool::new(false),
+                flush_due: AtomicBool::new(false),
+                corked: OnceLock::new(),
                 queued_bytes: AtomicUsize::new(0),
                 max_queued_bytes: config.outbound_queue_bytes,
                 helios: helios.downgrade(),
@@ -310,6 +321,47 @@ impl Connection {
         self.inner.tick_due.swap(false, Ordering::AcqRel)
     }
 
+    /// Lets the cork write room deliveries to the connection's socket.
+    /// Weak: a `Connection` kept after the end does not keep it open.
+    pub(crate) fn attach_socket(&self, socket: Weak<dyn DirectSink>, shard: Arc<CorkShard>) {
+        let _ = self.inner.corked.set(Corked { socket, shard });
+    }
+
+    /// Takes a request to flush what the cork left (see `flush_queued`).
+    pub(crate) fn take_flush(&self) -> bool {
+        self.inner.flush_due.load(Ordering::Relaxed)
+            && self.inner.flush_due.swap(false, Ordering::AcqRel)
+    }
+
+    /// Writes the queue to the socket from the cork's flusher. What cannot
+    /// be written at once is left to the writer, which is woken for it.
+    pub(crate) fn flush_queued(&self) {
+        let Some(corked) = self.inner.corked.get() else {
+            return;
+        };
+        // Gone: the connection's task ended, and the frames with it.
+        let Some(socket) = corked.socket.upgrade() else {
+            return;
+        };
+        let text = self.inner.encoding.frame_type() == FrameType::Text;
+        // Checked with the socket held: the close frame is written only
+        // after the close code is set.
+        let open = || self.is_open();
+        let written = self.inner.outbox.write_queue(|frames| {
+            socket.write_frames_now(frames, text, &open, &mut |f| self.dequeued(f.len()))
+        });
+        match written {
+            QueueAccess::Empty | QueueAccess::Written(DirectWrite::Written) => {}
+            QueueAccess::Written(DirectWrite::Kept) => {
+                self.inner.flush_due.store(true, Ordering::Release);
+                self.inner.outbox.wake();
+            }
+            QueueAccess::Drainer | QueueAccess::Written(DirectWrite::Refused) => {
+                self.inner.outbox.wake();
+            }
+        }
+    }
+
     // ------------------------------------------------------------ data map
 
     /// Stores a value in the connection's data map (kept across session
@@ -411,7 +463,10 @@ impl Connection {
             self.close(CloseCode::SlowConsumer);
             return Err(SendError::Full);
         }
-        self.try_send_frame(frame)
+        match self.inner.corked.get() {
+            Some(corked) => self.queue_frame(frame, Some(&corked.shard)),
+            None => self.try_send_frame(frame),
+        }
     }
 
     /// Holds room deliveries back while a recovered session's missed
@@ -471,12 +526,28 @@ impl Connection {
     /// Queues an encoded frame without waiting. A full queue means the
     /// client does not keep up: the connection is closed with 4008.
     pub(crate) fn try_send_frame(&self, frame: Bytes) -> Result<(), SendError> {
+        self.queue_frame(frame, None)
+    }
+
+    /// Queues a frame without waiting; with a cork shard, quietly (the
+    /// writer is not woken) and the shard writes it.
+    fn queue_frame(&self, frame: Bytes, cork: Option<&CorkShard>) -> Result<(), SendError> {
         if !self.is_open() {
             return Err(SendError::Closed);
         }
         let len = frame.len();
         self.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        match self.inner.outbox.try_push(frame) {
+        let pushed = match cork {
+            None => self.inner.outbox.try_push(frame),
+            Some(shard) => self.inner.outbox.try_push_quiet(frame).map(|first| {
+                // Not the first: the shard or the writer already has the
+                // queue to write, and takes this frame with it.
+                if first {
+                    shard.add(self.clone());
+                }
+            }),
+        };
+        match pushed {
             Ok(()) => Ok(()),
             Err(PushError::Full) => {
                 self.dequeued(len);
@@ -724,6 +795,12 @@ fn closed_response(id: RequestId) -> Response {
         ErrorCode::from("CONNECTION_CLOSED"),
         "the connection closed before the response arrived",
     )
+}
+
+/// A connection's socket, as the cork sees it.
+struct Corked {
+    socket: Weak<dyn DirectSink>,
+    shard: Arc<CorkShard>,
 }
 
 /// Bytes counted in `queued_bytes` for a frame on its way into the outbox:

@@ -16,6 +16,7 @@ use crate::builtins;
 use crate::cluster::{Cluster, ClusterParts, HeliosNodeHandler};
 use crate::config::Config;
 use crate::connection::Connection;
+use crate::cork::Cork;
 use crate::error::RegisterError;
 use crate::glob::Pattern;
 use crate::handler::{BoxFuture, EventHandler, MethodHandler, erase_event, erase_method};
@@ -423,6 +424,7 @@ impl Builder {
                 shutting_down: AtomicBool::new(false),
                 tracker: TaskTracker::new(),
                 health_clock: HealthClock::default(),
+                cork: Cork::default(),
             }),
         }
     }
@@ -495,6 +497,7 @@ struct Inner {
     shutting_down: AtomicBool,
     tracker: TaskTracker,
     health_clock: HealthClock,
+    cork: Cork,
 }
 
 /// A non-owning handle to a [`Helios`], held by connections so they can
@@ -647,6 +650,10 @@ impl Helios {
 
     pub(crate) fn health_clock(&self) -> &HealthClock {
         &self.inner.health_clock
+    }
+
+    pub(crate) fn cork(&self) -> &Cork {
+        &self.inner.cork
     }
 
     pub(crate) fn tracker(&self) -> &TaskTracker {

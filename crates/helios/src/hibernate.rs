@@ -320,13 +320,15 @@ where
             let Some(frame) = frames.pop_front() else {
                 break;
             };
-            taken(&frame);
             let msg = if text {
-                Message::text(frame)
+                Message::text(frame.clone())
             } else {
-                Message::binary(frame)
+                Message::binary(frame.clone())
             };
             Pin::new(&mut sink).start_send(msg)?;
+            // Only once the stream holds it (and nothing may go past the
+            // stream until it flushed): see `DirectSink`.
+            taken(&frame);
         }
         Poll::Ready(Ok(()))
     }
@@ -371,6 +373,88 @@ where
 
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_BINARY: u8 = 0x2;
+
+/// What became of frames written with [`DirectSink::write_frames_now`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DirectWrite {
+    /// All of them went out.
+    Written,
+    /// Some went out; the I/O did not take the rest (or has not flushed
+    /// it): the socket's writer must write and flush what is left.
+    Kept,
+    /// Nothing was written: the socket's writer must write them.
+    Refused,
+}
+
+/// A socket that a task other than its connection's may write queued data
+/// frames to: the room fan-out's flusher (`cork.rs`) does, for every
+/// socket a publication reached, so that a delivery costs no wake-up and
+/// no poll of the subscriber's task.
+pub(crate) trait DirectSink: Send + Sync {
+    /// Writes `frames` (as [`SocketWriter::poll_write_frames`] would, each
+    /// one taken off the front as the socket takes it) if the socket is
+    /// awake, no one else is using it, nothing of its own is waiting to go
+    /// out, and `allowed()` (checked with the socket held) says so.
+    /// Never waits: what the I/O does not take stays for the writer.
+    fn write_frames_now(
+        &self,
+        frames: &mut VecDeque<Bytes>,
+        text: bool,
+        allowed: &dyn Fn() -> bool,
+        taken: &mut dyn FnMut(&Bytes),
+    ) -> DirectWrite;
+}
+
+impl<S> DirectSink for HibernatingSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    fn write_frames_now(
+        &self,
+        frames: &mut VecDeque<Bytes>,
+        text: bool,
+        allowed: &dyn Fn() -> bool,
+        taken: &mut dyn FnMut(&Bytes),
+    ) -> DirectWrite {
+        // In use by the connection's task (or another thread): the writer
+        // is on it.
+        let Some(mut state) = self.state.try_lock() else {
+            return DirectWrite::Refused;
+        };
+        // Asleep, the connection's task is dozing: the writer wakes it.
+        let State::Awake { ws, busy, .. } = &mut *state else {
+            return DirectWrite::Refused;
+        };
+        let tap = ws.get_mut();
+        if !tap.may_write_past_stream() || tap.unsent.is_some() || tap.write_pending || !allowed() {
+            return DirectWrite::Refused;
+        }
+        let before = frames.len();
+        let opcode = if text { OPCODE_TEXT } else { OPCODE_BINARY };
+        // No waker of this task is left anywhere: a write that would wait
+        // returns Pending and the connection's writer (woken by the caller)
+        // takes over with its own. Outside tokio's cooperative budget: a
+        // flusher writing hundreds of sockets in one poll would run out of
+        // it, and every write after that would wait for nothing.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut write = tokio::task::coop::unconstrained(std::future::poll_fn(|cx| {
+            let written = ready!(tap.poll_write_frames(cx, frames, opcode, taken));
+            // A plain socket flushes at once; an encrypting one may hold
+            // the bytes until its writer flushes.
+            written?;
+            Pin::new(&mut tap.io).poll_flush(cx)
+        }));
+        let result = Pin::new(&mut write).poll(&mut cx);
+        if frames.len() < before {
+            *busy = true;
+        }
+        match result {
+            Poll::Ready(Ok(())) => DirectWrite::Written,
+            _ if frames.len() < before || tap.unsent.is_some() => DirectWrite::Kept,
+            _ => DirectWrite::Refused,
+        }
+    }
+}
 
 /// The header of a final, unmasked frame, as a server sends it (RFC 6455
 /// §5.2): 2, 4 or 10 bytes.
@@ -601,7 +685,7 @@ impl<S: AsyncWrite + Unpin> Tap<S> {
         cx: &mut Context<'_>,
         frames: &mut VecDeque<Bytes>,
         opcode: u8,
-        taken: &mut impl FnMut(&Bytes),
+        taken: &mut (impl FnMut(&Bytes) + ?Sized),
     ) -> Poll<io::Result<()>> {
         ready!(self.poll_unsent(cx))?;
         while let Some(first) = frames.front() {

@@ -32,6 +32,7 @@ mod cluster;
 mod config;
 mod connection;
 mod context;
+mod cork;
 mod error;
 mod glob;
 mod handler;

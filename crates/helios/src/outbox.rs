@@ -43,6 +43,21 @@ pub(crate) struct Outbox {
     /// Senders waiting for room ([`Outbox::push`] on a full queue).
     space: Notify,
     waiting_senders: AtomicUsize,
+    /// Frames the drainer took and has not handed to the socket yet: while
+    /// there are some, no one else may write the queue's frames
+    /// ([`write_queue`](Self::write_queue)), they would go ahead of them.
+    in_hand: AtomicUsize,
+}
+
+/// What [`Outbox::write_queue`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueAccess<R> {
+    /// Nothing queued.
+    Empty,
+    /// The drainer holds frames it took: it writes the queue after them.
+    Drainer,
+    /// The queued frames were given to the writing function.
+    Written(R),
 }
 
 /// One sender waiting for room, for as long as it lives.
@@ -79,6 +94,7 @@ impl Outbox {
             wake: AtomicBool::new(false),
             space: Notify::new(),
             waiting_senders: AtomicUsize::new(0),
+            in_hand: AtomicUsize::new(0),
         }
     }
 
@@ -138,6 +154,54 @@ impl Outbox {
         self.try_push_inner(&mut Some(frame))
     }
 
+    /// Queues a frame without waiting and without waking the drainer: the
+    /// caller sees that someone writes it. True if the queue was empty
+    /// (nobody was going to write it yet).
+    pub(crate) fn try_push_quiet(&self, frame: Bytes) -> Result<bool, PushError> {
+        let mut queue = self.queue.lock();
+        if queue.closed {
+            return Err(PushError::Closed);
+        }
+        if queue.frames.len() >= self.max_frames {
+            return Err(PushError::Full);
+        }
+        let was_empty = queue.frames.is_empty();
+        queue.frames.push_back(frame);
+        self.len.store(queue.frames.len(), Ordering::Release);
+        Ok(was_empty)
+    }
+
+    /// Runs `write` on the queued frames, under the queue's lock (nothing
+    /// is queued or taken meanwhile), unless the queue is empty or the
+    /// drainer holds frames it took earlier. `write` takes off the front
+    /// what it wrote.
+    pub(crate) fn write_queue<R>(
+        &self,
+        write: impl FnOnce(&mut VecDeque<Bytes>) -> R,
+    ) -> QueueAccess<R> {
+        let written = {
+            let mut queue = self.queue.lock();
+            if queue.frames.is_empty() {
+                return QueueAccess::Empty;
+            }
+            if self.in_hand.load(Ordering::SeqCst) > 0 {
+                return QueueAccess::Drainer;
+            }
+            let r = write(&mut queue.frames);
+            self.len.store(queue.frames.len(), Ordering::Release);
+            r
+        };
+        if self.waiting_senders.load(Ordering::SeqCst) > 0 {
+            self.space.notify_waiters();
+        }
+        QueueAccess::Written(written)
+    }
+
+    /// The drainer handed `n` frames it took to the socket.
+    pub(crate) fn handed_over(&self, n: usize) {
+        self.in_hand.fetch_sub(n, Ordering::SeqCst);
+    }
+
     /// Queues the frame in `frame` (taking it) unless the queue is closed or full.
     fn try_push_inner(&self, frame: &mut Option<Bytes>) -> Result<(), PushError> {
         {
@@ -162,6 +226,8 @@ impl Outbox {
         let n = {
             let mut queue = self.queue.lock();
             let n = queue.frames.len().min(limit);
+            // Counted while the queue is held, so `write_queue` sees them.
+            self.in_hand.fetch_add(n, Ordering::SeqCst);
             if n == queue.frames.len() && out.is_empty() {
                 // All of it: the two deques trade buffers, nothing moves.
                 std::mem::swap(&mut queue.frames, out);

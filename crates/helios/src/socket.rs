@@ -10,8 +10,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,7 +30,7 @@ use crate::context::{Context, Meta};
 use crate::handler::Outcome;
 use crate::health::{HealthEvent, HealthEventKind, ping_payload, pong_latency};
 use crate::helios::Helios;
-use crate::hibernate::{HibernatingSocket, SocketReader, SocketWriter};
+use crate::hibernate::{DirectSink, HibernatingSocket, SocketReader, SocketWriter};
 use crate::metrics::MessageKind;
 use crate::ratelimit::{TokenBucket, Verdict};
 use crate::reliable::{ACK_TOPIC, SeenIds, ack_for};
@@ -175,7 +175,12 @@ pub(crate) async fn drive<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let socket = HibernatingSocket::new(io, helios.config().max_message_bytes);
+    let socket = Arc::new(HibernatingSocket::new(
+        io,
+        helios.config().max_message_bytes,
+    ));
+    let direct: Weak<dyn DirectSink> = Arc::downgrade(&socket) as Weak<_>;
+    conn.attach_socket(direct, helios.cork().shard());
     let mut reader = Reader {
         helios: helios.clone(),
         conn: conn.clone(),
@@ -886,6 +891,12 @@ impl Writer {
                     conn.close(CloseCode::Normal);
                     return;
                 }
+            } else if conn.take_flush() {
+                // What the cork's flusher left (`cork.rs`).
+                if sink.flush().await.is_err() {
+                    conn.close(CloseCode::Normal);
+                    return;
+                }
             } else {
                 conn.outbox().woken().await;
                 continue;
@@ -958,7 +969,10 @@ impl Writer {
         let text = self.kind == FrameType::Text;
         let batch = &mut self.batch;
         std::future::poll_fn(|cx| {
-            sink.poll_write_frames(cx, batch, text, |frame| conn.dequeued(frame.len()))
+            sink.poll_write_frames(cx, batch, text, |frame| {
+                conn.dequeued(frame.len());
+                conn.outbox().handed_over(1);
+            })
         })
         .await
     }
