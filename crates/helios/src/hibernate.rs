@@ -1059,6 +1059,96 @@ mod tests {
         assert!(!socket.is_asleep(), "awake and busy, as after any message");
     }
 
+    fn write_now(
+        socket: &HibernatingSocket<Pipe>,
+        payloads: &[&[u8]],
+        allowed: bool,
+    ) -> DirectWrite {
+        let mut frames: VecDeque<Bytes> =
+            payloads.iter().map(|p| Bytes::copy_from_slice(p)).collect();
+        let written = socket.write_frames_now(&mut frames, true, &|| allowed, &mut |_| {});
+        match written {
+            DirectWrite::Written => assert!(frames.is_empty()),
+            DirectWrite::Refused => assert_eq!(frames.len(), payloads.len()),
+            DirectWrite::Kept => {}
+        }
+        written
+    }
+
+    fn frames_of(payloads: &[&[u8]]) -> Vec<u8> {
+        payloads
+            .iter()
+            .flat_map(|p| frame(true, 1, p, false))
+            .collect()
+    }
+
+    #[test]
+    fn another_task_writes_queued_frames_to_an_awake_idle_socket() {
+        let socket = HibernatingSocket::new(Pipe::new(usize::MAX, usize::MAX), 1 << 20);
+        assert_eq!(
+            write_now(&socket, &[b"a"], true),
+            DirectWrite::Refused,
+            "asleep: its own task writes"
+        );
+        assert!(pipe_of(&socket).out.is_empty());
+        assert!(write_frames(&socket, &[b"first".to_vec()]).is_ready());
+        assert_eq!(
+            write_now(&socket, &[b"b"], false),
+            DirectWrite::Refused,
+            "not allowed by the connection"
+        );
+        let big = [b'L'; 70_000];
+        assert_eq!(
+            write_now(&socket, &[b"c", &big, b"d"], true),
+            DirectWrite::Written
+        );
+        assert_eq!(
+            pipe_of(&socket).out,
+            frames_of(&[b"first", b"c", &big, b"d"])
+        );
+    }
+
+    #[test]
+    fn another_task_never_cuts_into_the_sockets_own_writes() {
+        // The stream is mid-frame: refused until it has flushed.
+        let socket = HibernatingSocket::new(Pipe::new(usize::MAX, 5), 1 << 20);
+        Pin::new(&mut socket.writer())
+            .start_send(Message::text("hello world"))
+            .expect("queued");
+        assert!(flush(&socket).is_pending(), "cut after five bytes");
+        assert_eq!(write_now(&socket, &[b"x"], true), DirectWrite::Refused);
+        pipe_of(&socket).budget = usize::MAX;
+        assert!(matches!(flush(&socket), Poll::Ready(Ok(()))));
+        assert_eq!(write_now(&socket, &[b"y"], true), DirectWrite::Written);
+        assert_eq!(pipe_of(&socket).out, frames_of(&[b"hello world", b"y"]));
+
+        // Taken in part: the rest is kept, nothing goes before it, and the
+        // socket's own writer sends it first.
+        let socket = HibernatingSocket::new(Pipe::new(usize::MAX, usize::MAX), 1 << 20);
+        assert!(write_frames(&socket, &[b"first".to_vec()]).is_ready());
+        pipe_of(&socket).budget = 3;
+        assert_eq!(
+            write_now(&socket, &[b"hello", b"world"], true),
+            DirectWrite::Kept
+        );
+        assert_eq!(
+            write_now(&socket, &[b"next"], true),
+            DirectWrite::Refused,
+            "behind the rest"
+        );
+        assert!(flush(&socket).is_pending(), "the window is full");
+        pipe_of(&socket).budget = usize::MAX;
+        // Both frames went into one write: the rest of it is kept whole.
+        assert!(write_frames(&socket, &[b"after".to_vec()]).is_ready());
+        let expected = frames_of(&[b"first", b"hello", b"world", b"after"]);
+        assert_eq!(pipe_of(&socket).out, expected);
+
+        // A full window: nothing is written.
+        pipe_of(&socket).budget = 0;
+        assert_eq!(write_now(&socket, &[b"z"], true), DirectWrite::Refused);
+        assert_eq!(pipe_of(&socket).out, expected);
+    }
+
     #[test]
     fn what_the_socket_did_not_take_goes_out_first() {
         // Seven bytes a write: every frame is cut.

@@ -326,6 +326,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_quiet_push_leaves_the_drainer_asleep() {
+        let outbox = std::sync::Arc::new(Outbox::new(4));
+        let drainer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.woken().await })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(outbox.try_push_quiet(Bytes::from_static(b"a")), Ok(true));
+        assert_eq!(outbox.try_push_quiet(Bytes::from_static(b"b")), Ok(false));
+        tokio::task::yield_now().await;
+        assert!(!drainer.is_finished(), "not woken by a quiet push");
+        outbox.wake();
+        tokio::time::timeout(std::time::Duration::from_secs(5), drainer)
+            .await
+            .expect("woken")
+            .expect("test step");
+    }
+
+    /// The queue is written by someone else only while the drainer holds
+    /// nothing it took: those frames would be overtaken.
+    #[test]
+    fn the_queue_is_written_only_while_the_drainer_holds_nothing() {
+        let outbox = Outbox::new(8);
+        let write_all = |frames: &mut VecDeque<Bytes>| frames.drain(..).collect::<Vec<_>>();
+        assert_eq!(outbox.write_queue(write_all), QueueAccess::Empty);
+        outbox
+            .try_push(Bytes::from_static(b"1"))
+            .expect("test step");
+        let mut batch = VecDeque::new();
+        assert_eq!(outbox.take(&mut batch, 8), 1);
+        outbox
+            .try_push_quiet(Bytes::from_static(b"2"))
+            .expect("test step");
+        assert_eq!(outbox.write_queue(write_all), QueueAccess::Drainer);
+        outbox.handed_over(1);
+        assert_eq!(
+            outbox.write_queue(write_all),
+            QueueAccess::Written(vec![Bytes::from_static(b"2")])
+        );
+        assert!(outbox.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_full_push_waits_for_the_drainer() {
         let outbox = std::sync::Arc::new(Outbox::new(1));
         outbox

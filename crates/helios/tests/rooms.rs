@@ -403,6 +403,19 @@ async fn server_side_subscribe_copy_and_room_events() {
 /// connection's queue, as tried on 2026-11-24, must keep this.)
 #[tokio::test]
 async fn deliveries_keep_their_order_while_the_socket_fills_and_drains() {
+    fill_and_drain().await;
+}
+
+/// The same with the server's tasks and the cork's flushers on two worker
+/// threads, so the flusher and the connection's writer run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_keep_their_order_across_worker_threads() {
+    for _ in 0..3 {
+        fill_and_drain().await;
+    }
+}
+
+async fn fill_and_drain() {
     let helios = Helios::builder().build();
     let s = Server::start(helios.clone()).await;
     let mut sub = Raw::connect(&s.url()).await;
@@ -478,6 +491,30 @@ async fn deliveries_keep_their_order_while_the_socket_fills_and_drains() {
         Some(big.len())
     );
     assert!(conn.is_open());
+}
+
+/// A delivery larger than what a fresh socket takes at once: the cork's
+/// flusher writes what fits, and the connection's writer sends the rest as
+/// the client reads.
+#[tokio::test]
+async fn a_large_delivery_to_a_fresh_socket_arrives_whole() {
+    let helios = Helios::builder().build();
+    let s = Server::start(helios.clone()).await;
+    let mut sub = Raw::connect(&s.url()).await;
+    sub.call("helios:subscribe", json!({"topic": "large:1"}))
+        .await;
+    let big = "b".repeat(3 * 1024 * 1024);
+    helios
+        .broadcast("large:1", json!({"big": big}))
+        .await
+        .expect("broadcast");
+    // Not read until the flusher has run and written what it could.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let v = delivery(&mut sub, "large:1").await;
+    assert_eq!(
+        v["notification"]["data"]["big"].as_str().map(str::len),
+        Some(big.len())
+    );
 }
 
 #[tokio::test]
