@@ -327,6 +327,12 @@ impl Connection {
         let _ = self.inner.corked.set(Corked { socket, shard });
     }
 
+    /// Wakes the writer to write what is queued (the cork's flusher could
+    /// not).
+    pub(crate) fn wake_writer(&self) {
+        self.inner.outbox.wake();
+    }
+
     /// Takes a request to flush what the cork left (see `flush_queued`).
     pub(crate) fn take_flush(&self) -> bool {
         self.inner.flush_due.load(Ordering::Relaxed)
@@ -542,8 +548,8 @@ impl Connection {
             Some(shard) => self.inner.outbox.try_push_quiet(frame).map(|first| {
                 // Not the first: the shard or the writer already has the
                 // queue to write, and takes this frame with it.
-                if first {
-                    shard.add(self.clone());
+                if first && !shard.add(self.clone()) {
+                    self.wake_writer();
                 }
             }),
         };

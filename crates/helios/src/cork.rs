@@ -18,7 +18,9 @@
 //! full, or its writer holds frames) it leaves to the member's writer,
 //! which it wakes: the cork only ever saves work, the writer stays the one
 //! that always gets the frames out. One flusher per runtime worker, each
-//! with its own list; connections are spread over them.
+//! with its own list; connections are spread over them. A shard whose
+//! flusher stopped (its runtime ended, say) takes no connections: their
+//! writers are woken instead, until a new connection restarts it in place.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -41,27 +43,37 @@ pub(crate) struct Cork {
 /// One flusher's list of connections with frames to write.
 #[derive(Default)]
 pub(crate) struct CorkShard {
-    listed: Mutex<Vec<Connection>>,
+    listed: Mutex<Listed>,
     flusher: AtomicWaker,
 }
 
+#[derive(Default)]
+struct Listed {
+    conns: Vec<Connection>,
+    /// A flusher task runs (or is about to) for this shard.
+    flushing: bool,
+}
+
 impl Cork {
-    /// The shard for a new connection; starts the flushers (one per worker
-    /// of the current runtime) if they are not running.
+    /// The shard for a new connection. Starts the flushers (one per worker
+    /// of the current runtime) the first time, and restarts, in place, any
+    /// that stopped: connections keep their shard for life.
     pub(crate) fn shard(&self) -> Arc<CorkShard> {
         let mut shards = self.shards.lock();
-        if shards.is_empty() || shards.iter().any(|(_, task)| task.is_finished()) {
-            for (_, task) in shards.drain(..) {
-                task.abort();
-            }
+        if shards.is_empty() {
             let workers = tokio::runtime::Handle::current()
                 .metrics()
                 .num_workers()
                 .max(1);
             for _ in 0..workers {
                 let shard = Arc::new(CorkShard::default());
-                let task = tokio::spawn(flush(shard.clone()));
+                let task = start(&shard);
                 shards.push((shard, task));
+            }
+        }
+        for (shard, task) in shards.iter_mut() {
+            if task.is_finished() {
+                *task = start(shard);
             }
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % shards.len();
@@ -78,37 +90,70 @@ impl Drop for Cork {
 }
 
 impl CorkShard {
-    /// Lists a connection whose queue just got its first frame.
-    pub(crate) fn add(&self, conn: Connection) {
+    /// Lists a connection whose queue just got its first frame. False if
+    /// no flusher runs for this shard: the caller wakes the connection's
+    /// writer instead.
+    pub(crate) fn add(&self, conn: Connection) -> bool {
         let first = {
             let mut listed = self.listed.lock();
-            listed.push(conn);
-            listed.len() == 1
+            if !listed.flushing {
+                return false;
+            }
+            listed.conns.push(conn);
+            listed.conns.len() == 1
         };
         // Later ones find the flusher woken (or still working through the
         // list: it looks at the list again before it waits).
         if first {
             self.flusher.wake();
         }
+        true
+    }
+}
+
+/// Spawns a shard's flusher on the current runtime.
+fn start(shard: &Arc<CorkShard>) -> JoinHandle<()> {
+    // Set before the task exists, so a connection listed before its first
+    // poll is written; cleared by `Stopped` however the task ends.
+    shard.listed.lock().flushing = true;
+    tokio::spawn(flush(Stopped(shard.clone())))
+}
+
+/// A shard's flusher: when it ends (its task aborted, its runtime gone,
+/// even before its first poll), the shard stops taking connections and
+/// the ones listed are handed to their writers.
+struct Stopped(Arc<CorkShard>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let listed = {
+            let mut listed = self.0.listed.lock();
+            listed.flushing = false;
+            std::mem::take(&mut listed.conns)
+        };
+        for conn in listed {
+            conn.wake_writer();
+        }
     }
 }
 
 /// Writes the listed connections' queues, for as long as the server lives.
-async fn flush(shard: Arc<CorkShard>) {
+async fn flush(stopped: Stopped) {
+    let shard = &stopped.0;
     let mut batch = Vec::new();
     loop {
         poll_fn(|cx| {
             shard.flusher.register(cx.waker());
             // Looked at after registering: an `add` in between is seen here
             // or wakes this task.
-            if shard.listed.lock().is_empty() {
+            if shard.listed.lock().conns.is_empty() {
                 Poll::Pending
             } else {
                 Poll::Ready(())
             }
         })
         .await;
-        std::mem::swap(&mut *shard.listed.lock(), &mut batch);
+        std::mem::swap(&mut shard.listed.lock().conns, &mut batch);
         for conn in batch.drain(..) {
             conn.flush_queued();
         }

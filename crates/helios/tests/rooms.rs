@@ -517,6 +517,71 @@ async fn a_large_delivery_to_a_fresh_socket_arrives_whole() {
     );
 }
 
+/// Serves `helios` on a fresh loopback port from the current runtime.
+async fn serve_here(helios: Helios) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { helios.serve(listener, std::future::pending()).await });
+    format!("ws://{addr}/ws")
+}
+
+async fn publish(publisher: &mut Raw, topic: &str, data: Value) -> Value {
+    publisher
+        .call("helios:publish", json!({"topic": topic, "data": data}))
+        .await
+}
+
+/// The cork's flushers start on the runtime of the first connection. When
+/// that runtime ends, connections served by another one still get their
+/// deliveries (their writers take over), and a new connection restarts the
+/// flushers for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_outlive_the_runtime_that_ran_the_flushers() {
+    let helios = Helios::builder().build();
+    let (other, url_other) = {
+        let helios = helios.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let url = rt.block_on(serve_here(helios));
+            (rt, url)
+        })
+        .join()
+        .expect("runtime thread")
+    };
+    let url = serve_here(helios.clone()).await;
+    let first = Raw::connect(&url_other).await;
+    let mut sub = Raw::connect(&url).await;
+    sub.call("helios:subscribe", json!({"topic": "rt:1"})).await;
+    let mut publisher = Raw::connect(&url).await;
+    publish(&mut publisher, "rt:1", json!(1)).await;
+    assert_eq!(delivery(&mut sub, "rt:1").await["notification"]["data"], 1);
+
+    drop(first);
+    std::thread::spawn(move || drop(other))
+        .join()
+        .expect("runtime dropped");
+    for i in 2..5 {
+        let v = publish(&mut publisher, "rt:1", json!(i)).await;
+        assert_eq!(v["data"]["delivered"], 1, "{v}");
+        assert_eq!(delivery(&mut sub, "rt:1").await["notification"]["data"], i);
+    }
+
+    let mut late = Raw::connect(&url).await;
+    late.call("helios:subscribe", json!({"topic": "rt:1"}))
+        .await;
+    for i in 5..8 {
+        publish(&mut publisher, "rt:1", json!(i)).await;
+        assert_eq!(delivery(&mut sub, "rt:1").await["notification"]["data"], i);
+        assert_eq!(delivery(&mut late, "rt:1").await["notification"]["data"], i);
+    }
+}
+
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_closed_without_stalling_anyone() {
     let mut cfg = helios::Config::default();
