@@ -325,23 +325,35 @@ mod tests {
         assert!(!outbox.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_quiet_push_leaves_the_drainer_asleep() {
+    /// An outbox of 4 frames and a drainer task waiting on it (not woken
+    /// yet).
+    async fn waiting_drainer() -> (std::sync::Arc<Outbox>, tokio::task::JoinHandle<()>) {
         let outbox = std::sync::Arc::new(Outbox::new(4));
         let drainer = {
             let outbox = outbox.clone();
             tokio::spawn(async move { outbox.woken().await })
         };
         tokio::task::yield_now().await;
+        assert!(!drainer.is_finished(), "nothing queued yet");
+        (outbox, drainer)
+    }
+
+    async fn woken_in_time(drainer: tokio::task::JoinHandle<()>) {
+        tokio::time::timeout(std::time::Duration::from_secs(5), drainer)
+            .await
+            .expect("woken")
+            .expect("test step");
+    }
+
+    #[tokio::test]
+    async fn a_quiet_push_leaves_the_drainer_asleep() {
+        let (outbox, drainer) = waiting_drainer().await;
         assert_eq!(outbox.try_push_quiet(Bytes::from_static(b"a")), Ok(true));
         assert_eq!(outbox.try_push_quiet(Bytes::from_static(b"b")), Ok(false));
         tokio::task::yield_now().await;
         assert!(!drainer.is_finished(), "not woken by a quiet push");
         outbox.wake();
-        tokio::time::timeout(std::time::Duration::from_secs(5), drainer)
-            .await
-            .expect("woken")
-            .expect("test step");
+        woken_in_time(drainer).await;
     }
 
     /// The queue is written by someone else only while the drainer holds
@@ -392,18 +404,9 @@ mod tests {
 
     #[tokio::test]
     async fn close_wakes_the_drainer_and_refuses_pushes() {
-        let outbox = std::sync::Arc::new(Outbox::new(4));
-        let drainer = {
-            let outbox = outbox.clone();
-            tokio::spawn(async move { outbox.woken().await })
-        };
-        tokio::task::yield_now().await;
-        assert!(!drainer.is_finished(), "nothing queued yet");
+        let (outbox, drainer) = waiting_drainer().await;
         outbox.close();
-        tokio::time::timeout(std::time::Duration::from_secs(5), drainer)
-            .await
-            .expect("woken by the close")
-            .expect("test step");
+        woken_in_time(drainer).await;
         assert_eq!(
             outbox.push(Bytes::from_static(b"x")).await,
             Err(PushError::Closed)
