@@ -2,7 +2,8 @@
 //!
 //! A [`Connection`] is a cheap clone (`Arc`) that any task may hold. Sends go
 //! into the connection's bounded outbound queue of already-encoded frames,
-//! which its writer task drains (see `socket.rs`).
+//! which its writer task drains (see `socket.rs`); room deliveries are
+//! queued without waking it, for the cork's flusher to write (`cork.rs`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::OnceLock;
@@ -360,10 +361,10 @@ impl Connection {
             QueueAccess::Empty | QueueAccess::Written(DirectWrite::Written) => {}
             QueueAccess::Written(DirectWrite::Kept) => {
                 self.inner.flush_due.store(true, Ordering::Release);
-                self.inner.outbox.wake();
+                self.wake_writer();
             }
             QueueAccess::Drainer | QueueAccess::Written(DirectWrite::Refused) => {
-                self.inner.outbox.wake();
+                self.wake_writer();
             }
         }
     }
