@@ -106,17 +106,17 @@ impl Outbox {
             let mut room = std::pin::pin!(room);
             // Registered before the attempt, so a drain in between is seen.
             room.as_mut().enable();
-            match self.try_push_inner(&mut frame) {
+            match self.try_push_inner(&mut frame, true) {
                 Err(PushError::Full) => {}
-                done => return done,
+                done => return done.map(|_| ()),
             }
             // Counted while it waits, also if this future is dropped then.
             let _waiting = WaitingSender::new(&self.waiting_senders);
             // Re-checked after announcing the wait: a drain that saw no
             // waiting sender has already made room.
-            let retry = self.try_push_inner(&mut frame);
+            let retry = self.try_push_inner(&mut frame, true);
             if !matches!(retry, Err(PushError::Full)) {
-                return retry;
+                return retry.map(|_| ());
             }
             room.await;
         }
@@ -151,24 +151,14 @@ impl Outbox {
 
     /// Queues a frame without waiting.
     pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), PushError> {
-        self.try_push_inner(&mut Some(frame))
+        self.try_push_inner(&mut Some(frame), true).map(|_| ())
     }
 
     /// Queues a frame without waiting and without waking the drainer: the
     /// caller sees that someone writes it. True if the queue was empty
     /// (nobody was going to write it yet).
     pub(crate) fn try_push_quiet(&self, frame: Bytes) -> Result<bool, PushError> {
-        let mut queue = self.queue.lock();
-        if queue.closed {
-            return Err(PushError::Closed);
-        }
-        if queue.frames.len() >= self.max_frames {
-            return Err(PushError::Full);
-        }
-        let was_empty = queue.frames.is_empty();
-        queue.frames.push_back(frame);
-        self.len.store(queue.frames.len(), Ordering::Release);
-        Ok(was_empty)
+        self.try_push_inner(&mut Some(frame), false)
     }
 
     /// Runs `write` on the queued frames, under the queue's lock (nothing
@@ -203,8 +193,9 @@ impl Outbox {
     }
 
     /// Queues the frame in `frame` (taking it) unless the queue is closed or full.
-    fn try_push_inner(&self, frame: &mut Option<Bytes>) -> Result<(), PushError> {
-        {
+    /// True if the queue was empty before; the drainer is woken if `wake`.
+    fn try_push_inner(&self, frame: &mut Option<Bytes>, wake: bool) -> Result<bool, PushError> {
+        let was_empty = {
             let mut queue = self.queue.lock();
             if queue.closed {
                 return Err(PushError::Closed);
@@ -212,13 +203,17 @@ impl Outbox {
             if queue.frames.len() >= self.max_frames {
                 return Err(PushError::Full);
             }
+            let was_empty = queue.frames.is_empty();
             if let Some(frame) = frame.take() {
                 queue.frames.push_back(frame);
                 self.len.store(queue.frames.len(), Ordering::Release);
             }
+            was_empty
+        };
+        if wake {
+            self.drainer.wake();
         }
-        self.drainer.wake();
-        Ok(())
+        Ok(was_empty)
     }
 
     /// Moves up to `limit` queued frames into `out` without waiting.
