@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_websockets::Message;
 
+use crate::Common;
 use crate::client::{BoxError, Next, Target, Ws, loopback_sources, next_frame};
+use crate::pacer::{self, Lane, Pacing, Schedule};
 use crate::proto::{Incoming, Method, Proto, echo_payload};
 use crate::stats::{CpuMeter, Latency, histogram, record};
-use crate::{Common, pacer};
 
 /// Options of `rpc`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +41,10 @@ pub(crate) struct RpcArgs {
     /// Open loop: total requests per second on a fixed schedule.
     #[arg(long)]
     pub(crate) rate: Option<f64>,
+    /// Open loop: how the schedule is kept (`spin` writes on time from one
+    /// busy task; `sleep` uses a sleeping pacer thread, see `pacer.rs`).
+    #[arg(long, value_enum, default_value = "spin")]
+    pub(crate) pacing: Pacing,
     /// Approximate size of the echo payload in bytes.
     #[arg(long, default_value_t = 64)]
     pub(crate) payload_bytes: usize,
@@ -78,17 +83,19 @@ struct Tally {
     sent: u64,
 }
 
-struct Window {
-    start: Instant,
-    from_ns: u64,
-    until_ns: u64,
+/// The run's clock: ns since `start`; requests stamped inside
+/// `from_ns..until_ns` are measured.
+pub(crate) struct Window {
+    pub(crate) start: Instant,
+    pub(crate) from_ns: u64,
+    pub(crate) until_ns: u64,
 }
 
 impl Window {
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
-    fn contains(&self, t: u64) -> bool {
+    pub(crate) fn contains(&self, t: u64) -> bool {
         (self.from_ns..self.until_ns).contains(&t)
     }
 }
@@ -147,31 +154,43 @@ pub(crate) async fn run(args: RpcArgs) -> Result<RpcReport, BoxError> {
             }
         }
         Some(rate) => {
-            let mut sinks = Vec::new();
-            let mut tasks = Vec::new();
+            let done = Arc::new(AtomicBool::new(false));
+            let mut lanes = Vec::with_capacity(conns.len());
+            let mut readers = Vec::with_capacity(conns.len());
             for (i, ws) in conns.into_iter().enumerate() {
-                let (tx, rx) = mpsc::channel(pacer::TICKET_QUEUE);
-                sinks.push(tx);
-                let (win, payload) = (win.clone(), payload.clone());
-                tasks.push(tokio::spawn(open_loop(
-                    ws,
-                    i as u32,
+                let (sink, stream) = ws.split();
+                let sent = Arc::new(AtomicU64::new(0));
+                readers.push(tokio::spawn(read_answers(
+                    stream,
                     target.proto(),
-                    rx,
-                    win,
-                    payload,
+                    sent.clone(),
+                    done.clone(),
+                    win.clone(),
                 )));
+                lanes.push(Lane::new(i as u32, sink, sent));
             }
-            let pacer = pacer::spawn(win.start, rate, win.until_ns, sinks);
-            for t in tasks {
-                let (h, l, t) = t.await?;
+            let schedule = Schedule {
+                proto: target.proto(),
+                rate,
+                win: win.clone(),
+                payload: payload.clone(),
+            };
+            let give_up = win.until_ns + DRAIN.as_nanos() as u64;
+            let pacing = tokio::spawn(pacer::run(args.pacing, lanes, schedule, give_up));
+            let (l, lanes, d) = pacing.await?;
+            done.store(true, Ordering::Release);
+            lag.add(&l)?;
+            dropped = d;
+            for (reader, lane) in readers.into_iter().zip(lanes) {
+                let (stream, h, t) = reader.await?;
                 hist.add(&h)?;
-                lag.add(&l)?;
                 tally.ok += t.ok;
                 tally.errors += t.errors;
                 tally.sent += t.sent;
+                if let Ok(mut ws) = stream.reunite(lane.sink) {
+                    let _ = ws.close().await;
+                }
             }
-            dropped = tokio::task::spawn_blocking(move || pacer.join().unwrap_or(0)).await?;
         }
     }
     let (client_cpu_pct, server_cpu_pct) = cpu_probe.await?;
@@ -201,7 +220,7 @@ pub(crate) async fn run(args: RpcArgs) -> Result<RpcReport, BoxError> {
 }
 
 /// Ids must be unique per connection: strictly increasing send times.
-fn next_id(last: &mut u64, now: u64) -> u64 {
+pub(crate) fn next_id(last: &mut u64, now: u64) -> u64 {
     *last = now.max(*last + 1);
     *last
 }
@@ -279,46 +298,16 @@ async fn closed_loop(
     (hist, tally)
 }
 
-async fn open_loop(
-    ws: Ws,
-    conn: u32,
+/// An open-loop connection's receive side: answers until the sender is
+/// done and every request it wrote in the window is answered (or the run's
+/// hard end).
+async fn read_answers(
+    mut stream: SplitStream<Ws>,
     proto: Proto,
-    mut tickets: mpsc::Receiver<u64>,
+    sent: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
     win: Arc<Window>,
-    payload: Arc<str>,
-) -> (Histogram<u64>, Histogram<u64>, Tally) {
-    let (mut sink, mut stream) = ws.split();
-    let sent = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (sent, done, win) = (sent.clone(), done.clone(), win.clone());
-        tokio::spawn(async move {
-            let mut lag = histogram();
-            let mut buf = String::new();
-            let mut batch = Vec::with_capacity(64);
-            let mut last = 0;
-            while tickets.recv_many(&mut batch, 64).await > 0 {
-                let now = win.now();
-                for due in batch.drain(..) {
-                    if win.contains(due) {
-                        record(&mut lag, now.saturating_sub(due));
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let id = next_id(&mut last, due);
-                    proto.request(&mut buf, Method::Echo, id, conn, &payload);
-                    if sink.feed(Message::text(buf.clone())).await.is_err() {
-                        done.store(true, Ordering::Release);
-                        return (lag, sink);
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    break;
-                }
-            }
-            done.store(true, Ordering::Release);
-            (lag, sink)
-        })
-    };
+) -> (SplitStream<Ws>, Histogram<u64>, Tally) {
     let mut hist = histogram();
     let mut tally = Tally::default();
     let hard_end = win.start + Duration::from_nanos(win.until_ns) + DRAIN;
@@ -326,7 +315,7 @@ async fn open_loop(
         if done.load(Ordering::Acquire) && tally.ok + tally.errors >= sent.load(Ordering::Relaxed) {
             break;
         }
-        // The short poll notices the writer finishing.
+        // The short poll notices the sender finishing.
         let msg = match next_frame(&mut stream, Duration::from_millis(50), hard_end).await {
             Next::Frame(msg) => msg,
             Next::Quiet => continue,
@@ -345,14 +334,5 @@ async fn open_loop(
         }
     }
     tally.sent = sent.load(Ordering::Relaxed);
-    let lag = match writer.await {
-        Ok((lag, sink)) => {
-            if let Ok(mut ws) = stream.reunite(sink) {
-                let _ = ws.close().await;
-            }
-            lag
-        }
-        Err(_) => histogram(),
-    };
-    (hist, lag, tally)
+    (stream, hist, tally)
 }

@@ -61,30 +61,33 @@ async fn rpc_closed_and_open_loop_report_answered_requests() {
     assert_eq!(closed["errors"], 0, "{closed}");
     assert!(closed["latency_us"]["count"].as_u64().expect("count") > 0);
 
-    let open = tokio::task::spawn_blocking(move || {
-        bench(&[
-            "rpc",
-            "--url",
-            &url,
-            "--connections",
-            "2",
-            "--rate",
-            "200",
-            "--duration-secs",
-            "1",
-            "--warmup-secs",
-            "0.2",
-        ])
-    })
-    .await
-    .expect("join");
-    assert_eq!(open["mode"], "rpc-open-loop");
-    assert!(open["requests"].as_u64().expect("requests") > 0, "{open}");
-    assert!(
-        open["schedule_lag_us"]["count"]
-            .as_u64()
-            .expect("lag count")
-            > 0
-    );
+    for pacing in ["spin", "sleep"] {
+        let url = url.clone();
+        let open = tokio::task::spawn_blocking(move || {
+            bench(&[
+                "rpc",
+                "--url",
+                &url,
+                "--connections",
+                "2",
+                "--rate",
+                "200",
+                "--duration-secs",
+                "1",
+                "--warmup-secs",
+                "0.2",
+                "--pacing",
+                pacing,
+            ])
+        })
+        .await
+        .expect("join");
+        assert_eq!(open["mode"], "rpc-open-loop");
+        // The schedule is exact: 200 req/s over the 1 s window is 200
+        // requests, each answered (3 s of drain at this rate).
+        assert_eq!(open["requests"], 200, "{pacing}: {open}");
+        assert_eq!(open["unanswered"], 0, "{pacing}: {open}");
+        assert_eq!(open["schedule_lag_us"]["count"], 200, "{pacing}: {open}");
+    }
     let _ = stop.send(());
 }
