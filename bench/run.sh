@@ -9,7 +9,8 @@
 # summary takes the median per server and test and prints ratios vs Helios.
 # The load generator's own CPU use is in every report: a run where it was
 # above 90% of its core is flagged, since it, not the server, may have been
-# the limit.
+# the limit. The open loop (rpc-half) spins, so its core is always busy;
+# there a schedule lag p99 above 100 µs is the flag.
 #
 # Usage: bench/run.sh            (about 6 minutes)
 #   env: ROUNDS DUR CONNS DEPTH SUBS FRATE FRATE_HI IDLE_N HELIOS_IDLE_N SERVERS SKIP_BUILD

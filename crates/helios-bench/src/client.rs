@@ -112,6 +112,12 @@ pub(crate) fn loopback_sources(k: u8) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Closes `ws` politely, but gives a server that stopped reading (and so
+/// never takes the close frame) at most a second.
+pub(crate) async fn close(mut ws: Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close()).await;
+}
+
 /// What [`next_frame`] found.
 pub(crate) enum Next {
     /// A message.

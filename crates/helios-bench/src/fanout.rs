@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_websockets::Message;
 
-use crate::client::{BoxError, Next, Target, Ws, loopback_sources, next_frame};
+use crate::client::{self, BoxError, Next, Target, Ws, loopback_sources, next_frame};
 use crate::proto::{Incoming, Method, Proto, publish_payload};
 use crate::stats::{CpuMeter, Latency, histogram, record};
 use crate::{Common, pacer};
@@ -229,14 +229,20 @@ async fn publish_loop(
                     publish_payload(&mut payload, &topic, seq, due, &pad);
                     last = due.max(last + 1);
                     proto.request(&mut frame, Method::Publish, last, 0, &payload);
-                    if sink.feed(Message::text(frame.clone())).await.is_err() {
+                    let fed = sink.feed(Message::text(frame.clone()));
+                    // A server that stops reading does not hold the run.
+                    if !matches!(
+                        tokio::time::timeout_at(hard_end.into(), fed).await,
+                        Ok(Ok(()))
+                    ) {
                         writer_done.store(true, Ordering::Release);
                         return sink;
                     }
                     seq += 1;
                     published.store(seq, Ordering::Release);
                 }
-                if sink.flush().await.is_err() {
+                let flushed = tokio::time::timeout_at(hard_end.into(), sink.flush()).await;
+                if !matches!(flushed, Ok(Ok(()))) {
                     break;
                 }
             }
@@ -273,9 +279,9 @@ async fn publish_loop(
         }
     }
     if let Ok(sink) = writer.await
-        && let Ok(mut ws) = stream.reunite(sink)
+        && let Ok(ws) = stream.reunite(sink)
     {
-        let _ = ws.close().await;
+        client::close(ws).await;
     }
     Ok((acks, errors, delivered, hist))
 }
@@ -351,6 +357,6 @@ async fn subscriber(
             _ => {}
         }
     }
-    let _ = ws.close().await;
+    client::close(ws).await;
     s
 }

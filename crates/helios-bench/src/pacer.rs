@@ -145,7 +145,7 @@ pub(crate) async fn run(
             let (lag, lanes) = spin(lanes, &s, give_up_ns).await;
             (lag, lanes, 0)
         }
-        Pacing::Sleep => sleep(lanes, s).await,
+        Pacing::Sleep => sleep(lanes, s, give_up_ns).await,
     }
 }
 
@@ -178,13 +178,13 @@ async fn spin(mut lanes: Vec<Lane>, s: &Schedule, give_up_ns: u64) -> (Histogram
     }
 }
 
-async fn sleep(lanes: Vec<Lane>, s: Schedule) -> (Histogram<u64>, Vec<Lane>, u64) {
+async fn sleep(lanes: Vec<Lane>, s: Schedule, give_up_ns: u64) -> (Histogram<u64>, Vec<Lane>, u64) {
     let mut sinks = Vec::with_capacity(lanes.len());
     let mut writers = Vec::with_capacity(lanes.len());
     for lane in lanes {
         let (tx, rx) = mpsc::channel(TICKET_QUEUE);
         sinks.push(tx);
-        writers.push(tokio::spawn(write_tickets(lane, rx, s.clone())));
+        writers.push(tokio::spawn(write_tickets(lane, rx, s.clone(), give_up_ns)));
     }
     let pacer = spawn(s.win.start, s.rate, s.win.until_ns, sinks);
     let mut lag = histogram();
@@ -207,7 +207,9 @@ async fn write_tickets(
     mut lane: Lane,
     mut tickets: mpsc::Receiver<u64>,
     s: Schedule,
+    give_up_ns: u64,
 ) -> (Histogram<u64>, Lane) {
+    let give_up = s.win.start + Duration::from_nanos(give_up_ns);
     let mut lag = histogram();
     let mut buf = String::new();
     let mut batch = Vec::with_capacity(64);
@@ -215,9 +217,11 @@ async fn write_tickets(
         lane.backlog.extend(batch.drain(..));
         lane.pump(&s, &mut lag, &mut buf);
         while !lane.idle() {
-            // The socket is full: wait until it takes more.
-            if lane.sink.flush().await.is_err() {
-                lane.failed = true;
+            // The socket is full: wait until it takes more, but not for
+            // a server that stopped reading.
+            match tokio::time::timeout_at(give_up.into(), lane.sink.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => lane.failed = true,
             }
             lane.pump(&s, &mut lag, &mut buf);
         }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio_websockets::Message;
 
 use crate::Common;
-use crate::client::{BoxError, Next, Target, Ws, loopback_sources, next_frame};
+use crate::client::{self, BoxError, Next, Target, Ws, loopback_sources, next_frame};
 use crate::pacer::{self, Lane, Pacing, Schedule};
 use crate::proto::{Incoming, Method, Proto, echo_payload};
 use crate::stats::{CpuMeter, Latency, histogram, record};
@@ -181,16 +181,18 @@ pub(crate) async fn run(args: RpcArgs) -> Result<RpcReport, BoxError> {
             done.store(true, Ordering::Release);
             lag.add(&l)?;
             dropped = d;
+            let mut closing = Vec::with_capacity(lanes.len());
             for (reader, lane) in readers.into_iter().zip(lanes) {
                 let (stream, h, t) = reader.await?;
                 hist.add(&h)?;
                 tally.ok += t.ok;
                 tally.errors += t.errors;
                 tally.sent += t.sent;
-                if let Ok(mut ws) = stream.reunite(lane.sink) {
-                    let _ = ws.close().await;
+                if let Ok(ws) = stream.reunite(lane.sink) {
+                    closing.push(client::close(ws));
                 }
             }
+            futures_util::future::join_all(closing).await;
         }
     }
     let (client_cpu_pct, server_cpu_pct) = cpu_probe.await?;
@@ -248,7 +250,8 @@ async fn closed_loop(
         for _ in 0..std::mem::take(&mut due) {
             let id = next_id(&mut last, win.now());
             proto.request(&mut buf, Method::Echo, id, conn, &payload);
-            if ws.feed(Message::text(buf.clone())).await.is_err() {
+            let fed = tokio::time::timeout_at(hard_end.into(), ws.feed(Message::text(buf.clone())));
+            if !matches!(fed.await, Ok(Ok(()))) {
                 return (hist, tally);
             }
             outstanding += 1;
@@ -256,7 +259,8 @@ async fn closed_loop(
                 tally.sent += 1;
             }
         }
-        if ws.flush().await.is_err() || outstanding == 0 {
+        let flushed = tokio::time::timeout_at(hard_end.into(), ws.flush()).await;
+        if !matches!(flushed, Ok(Ok(()))) || outstanding == 0 {
             break;
         }
         let mut next = match tokio::time::timeout_at(hard_end.into(), ws.next()).await {
@@ -294,7 +298,7 @@ async fn closed_loop(
             };
         }
     }
-    let _ = ws.close().await;
+    client::close(ws).await;
     (hist, tally)
 }
 

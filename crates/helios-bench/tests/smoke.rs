@@ -91,3 +91,58 @@ async fn rpc_closed_and_open_loop_report_answered_requests() {
     }
     let _ = stop.send(());
 }
+
+/// A server that completes the upgrade and then never reads: the socket
+/// fills, and the generator must still end on time and report what went
+/// unanswered, for both pacings and the closed loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_reading_does_not_hold_the_run() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let url = format!("ws://{}/ws", listener.local_addr().expect("local addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok((_req, ws)) = tokio_websockets::ServerBuilder::new().accept(tcp).await {
+                held.push(ws);
+            }
+        }
+    });
+    let runs: [&[&str]; 3] = [
+        &["--rate", "50000", "--pacing", "spin"],
+        &["--rate", "50000", "--pacing", "sleep"],
+        &["--depth", "64"],
+    ];
+    for extra in runs {
+        let mut args = vec![
+            "rpc",
+            "--url",
+            &url,
+            "--connections",
+            "2",
+            "--duration-secs",
+            "0.5",
+            "--warmup-secs",
+            "0",
+            "--payload-bytes",
+            "16000",
+        ];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let run = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bench(&args)
+        });
+        // The run's own bound is its window, 3 s of drain and 1 s to close.
+        let report = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+            .await
+            .unwrap_or_else(|_| panic!("helios-bench {extra:?} still running after 20 s"))
+            .expect("join");
+        assert_eq!(report["requests"], 0, "{extra:?}: {report}");
+        assert!(
+            report["unanswered"].as_u64().expect("unanswered") > 0,
+            "{extra:?}: {report}"
+        );
+    }
+}
