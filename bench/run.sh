@@ -10,7 +10,8 @@
 # The load generator's own CPU use is in every report: a run where it was
 # above 90% of its core is flagged, since it, not the server, may have been
 # the limit. The open loop (rpc-half) spins, so its core is always busy;
-# there a schedule lag p99 above 100 µs is the flag.
+# there the flag is a schedule lag p99 above 100 µs (requests left late: the
+# generator at its limit, or a server that does not drain its sockets).
 #
 # Usage: bench/run.sh            (about 6 minutes)
 #   env: ROUNDS DUR CONNS DEPTH SUBS FRATE FRATE_HI IDLE_N HELIOS_IDLE_N SERVERS SKIP_BUILD

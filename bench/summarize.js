@@ -14,14 +14,16 @@ const median = (xs) => {
 const fmt = (x, d = 0) => (x == null ? '-' : Number(x).toLocaleString('en-US', { maximumFractionDigits: d }));
 const LG_LIMIT = 90; // % of its core: above this the generator may be the limit
 // The open loop's spinning sender keeps its core busy whatever the load, so
-// there the sign of a generator at its limit is requests leaving late.
+// there the sign of trouble is requests leaving late: the generator is at its
+// limit, or the server does not drain its sockets (the lag cannot tell which).
 const LAG_LIMIT_US = 100;
 const saturated = (r) => (r.schedule_lag_us ? r.schedule_lag_us.p99 > LAG_LIMIT_US : r.client_cpu_pct > LG_LIMIT);
+const flagText = (r) => (r.schedule_lag_us ? '[REQUESTS LEFT LATE: generator or server behind]' : '[LOAD GENERATOR SATURATED]');
 
 function line(r) {
   const cpu = `cpu lg ${fmt(r.client_cpu_pct)}% srv ${fmt(r.server_cpu_pct)}%`;
   const lag = r.schedule_lag_us ? `, schedule lag p99 ${fmt(r.schedule_lag_us.p99)} µs` : '';
-  const flag = saturated(r) ? '  [LOAD GENERATOR SATURATED]' : '';
+  const flag = saturated(r) ? `  ${flagText(r)}` : '';
   if (r.mode && r.mode.startsWith('rpc')) {
     return `${fmt(r.throughput_rps)} req/s, p50 ${fmt(r.latency_us.p50)} µs, p99 ${fmt(r.latency_us.p99)} µs, p99.9 ${fmt(r.latency_us.p999)} µs, errors ${r.errors}, ${cpu}${lag}${flag}`;
   }
@@ -63,7 +65,7 @@ function table(file) {
       const vals = cols.map((c) => median(runs.map(c[1])));
       (med[test] ||= {})[s] = vals;
       const key = cols.findIndex((c) => c[2]);
-      const flagged = runs.some(saturated) ? ' (lg saturated)' : '';
+      const flagged = runs.some(saturated) ? (test === 'rpc-half' ? ' (late)' : ' (lg saturated)') : '';
       let ratio = '-';
       const h = med[test].helios;
       if (key >= 0 && h && vals[key]) ratio = s === 'helios' ? '1.00' : cols[key][2] === 'hi' ? `helios ${(h[key] / vals[key]).toFixed(2)}× faster` : `helios uses ${(h[key] / vals[key]).toFixed(2)}×`;

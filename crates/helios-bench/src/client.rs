@@ -55,8 +55,15 @@ impl Target {
     }
 
     /// Opens a connection, from `source` when given, and completes the
-    /// WebSocket upgrade (and the Socket.IO connect for that protocol).
+    /// WebSocket upgrade (and the Socket.IO connect for that protocol),
+    /// within 10 s.
     pub(crate) async fn connect(&self, source: Option<IpAddr>) -> Result<Ws, BoxError> {
+        tokio::time::timeout(Duration::from_secs(10), self.open(source))
+            .await
+            .map_err(|_| "connect and upgrade took more than 10 s")?
+    }
+
+    async fn open(&self, source: Option<IpAddr>) -> Result<Ws, BoxError> {
         let socket = if self.addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -65,9 +72,7 @@ impl Target {
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
-        let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(self.addr))
-            .await
-            .map_err(|_| "TCP connect timed out")??;
+        let stream = socket.connect(self.addr).await?;
         stream.set_nodelay(true)?;
         let (mut ws, _resp) = ClientBuilder::from_uri(self.uri.clone())
             .limits(Limits::unlimited())

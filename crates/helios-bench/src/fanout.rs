@@ -111,7 +111,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
         .map(|p| CpuMeter::start(p.to_string()));
 
     let (tx, rx) = mpsc::channel(pacer::TICKET_QUEUE);
-    let pacer = pacer::spawn(start, args.rate, until_ns, vec![tx]);
+    let pacer = pacer::spawn(start, args.rate, 0, until_ns, vec![tx]);
     let pad: String = "x".repeat(args.payload_bytes);
     let pub_task = tokio::spawn(publish_loop(
         publisher,
@@ -352,7 +352,8 @@ async fn subscriber(
                 record(&mut s.hist, now.saturating_sub(t_ns));
             }
             Incoming::Ping => {
-                let _ = ws.send(Message::text("3".to_owned())).await;
+                let pong = ws.send(Message::text("3".to_owned()));
+                let _ = tokio::time::timeout_at(hard_end.into(), pong).await;
             }
             _ => {}
         }

@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,11 +31,12 @@ use tokio_websockets::Message;
 
 use crate::client::Ws;
 use crate::proto::{Method, Proto};
-use crate::rpc::{Window, next_id};
+use crate::rpc::Window;
 use crate::stats::{histogram, record};
 
 /// How the open loop keeps its schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum Pacing {
     /// One task checks the clock between polls and writes what is due.
     Spin,
@@ -62,6 +63,16 @@ impl Schedule {
     }
 }
 
+/// What a connection's sender and its reader share.
+#[derive(Default)]
+pub(crate) struct LaneState {
+    /// Requests of the measured window written so far (the reader stops
+    /// once it has that many answers).
+    pub(crate) sent: AtomicU64,
+    /// The server pinged (Socket.IO): the sender owes it a pong.
+    pub(crate) pong_due: AtomicBool,
+}
+
 /// One connection's send side.
 pub(crate) struct Lane {
     conn: u32,
@@ -70,22 +81,26 @@ pub(crate) struct Lane {
     backlog: VecDeque<u64>,
     unflushed: bool,
     failed: bool,
-    /// Requests of the measured window written so far (the reader stops
-    /// once it has that many answers).
-    sent: Arc<AtomicU64>,
+    state: Arc<LaneState>,
+    /// The last request id written: ids are the intended send times, made
+    /// strictly increasing per connection.
     last_id: u64,
+    /// Requests of the window never written (the connection failed, or the
+    /// run gave up on a socket that stayed full).
+    unsent: u64,
 }
 
 impl Lane {
-    pub(crate) fn new(conn: u32, sink: SplitSink<Ws, Message>, sent: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(conn: u32, sink: SplitSink<Ws, Message>, state: Arc<LaneState>) -> Self {
         Self {
             conn,
             sink,
             backlog: VecDeque::new(),
             unflushed: false,
             failed: false,
-            sent,
+            state,
             last_id: 0,
+            unsent: 0,
         }
     }
 
@@ -93,27 +108,38 @@ impl Lane {
     /// rest for the next turn.
     fn pump(&mut self, s: &Schedule, lag: &mut Histogram<u64>, buf: &mut String) {
         if self.failed {
-            self.backlog.clear();
+            self.give_up(s);
             return;
+        }
+        if self.state.pong_due.swap(false, Ordering::Relaxed) {
+            match self.sink.feed(Message::text("3".to_owned())).now_or_never() {
+                Some(Ok(())) => self.unflushed = true,
+                Some(Err(_)) => self.failed = true,
+                None => self.state.pong_due.store(true, Ordering::Relaxed),
+            }
         }
         let now = s.win.now();
         while let Some(&due) = self.backlog.front() {
-            let id = next_id(&mut self.last_id, due);
+            let id = due.max(self.last_id + 1);
             s.proto
                 .request(buf, Method::Echo, id, self.conn, &s.payload);
             match self.sink.feed(Message::text(buf.clone())).now_or_never() {
                 Some(Ok(())) => {}
                 Some(Err(_)) => {
                     self.failed = true;
+                    self.give_up(s);
                     return;
                 }
                 None => break,
             }
             self.backlog.pop_front();
+            self.last_id = id;
             self.unflushed = true;
-            if s.win.contains(due) {
+            // Lag is counted when the request is handed to the socket's
+            // writer, which writes it in this turn unless the socket is full.
+            if s.win.contains(id) {
                 record(lag, now.saturating_sub(due));
-                self.sent.fetch_add(1, Ordering::Relaxed);
+                self.state.sent.fetch_add(1, Ordering::Relaxed);
             }
         }
         if self.unflushed {
@@ -128,25 +154,40 @@ impl Lane {
     fn idle(&self) -> bool {
         self.failed || (self.backlog.is_empty() && !self.unflushed)
     }
+
+    /// Drops what was not written, counting the window's part of it.
+    fn give_up(&mut self, s: &Schedule) {
+        let unsent = self.backlog.drain(..).filter(|&due| s.win.contains(due));
+        self.unsent += unsent.count() as u64;
+    }
+}
+
+/// How the sending went.
+pub(crate) struct Sent {
+    /// How late requests were handed to their socket.
+    pub(crate) lag: Histogram<u64>,
+    /// Each connection's lane, in order (`None`: its writer task failed).
+    pub(crate) lanes: Vec<Option<Lane>>,
+    /// Requests of the window never written: a full ticket queue
+    /// (`--pacing sleep`), a failed connection, or a socket still full
+    /// when the run gave up.
+    pub(crate) unsent: u64,
 }
 
 /// Sends on every lane until the window closes and everything due is
-/// written (or the connection failed, or `give_up_ns` passed). Returns the
-/// schedule lag, the lanes, and the requests dropped (none: a lane that
-/// cannot write keeps its backlog).
-pub(crate) async fn run(
-    pacing: Pacing,
-    lanes: Vec<Lane>,
-    s: Schedule,
-    give_up_ns: u64,
-) -> (Histogram<u64>, Vec<Lane>, u64) {
-    match pacing {
+/// written (or the connection failed, or `give_up_ns` passed).
+pub(crate) async fn run(pacing: Pacing, lanes: Vec<Lane>, s: Schedule, give_up_ns: u64) -> Sent {
+    let (lag, lanes, dropped) = match pacing {
         Pacing::Spin => {
-            let (lag, lanes) = spin(lanes, &s, give_up_ns).await;
-            (lag, lanes, 0)
+            // The spinner yields after every turn anyway; the budget would
+            // only make it skip the lanes at the end of a long turn.
+            let spun = tokio::task::coop::unconstrained(spin(lanes, &s, give_up_ns)).await;
+            (spun.0, spun.1.into_iter().map(Some).collect(), 0)
         }
-        Pacing::Sleep => sleep(lanes, s, give_up_ns).await,
-    }
+        Pacing::Sleep => run_sleeping(lanes, s, give_up_ns).await,
+    };
+    let unsent = dropped + lanes.iter().flatten().map(|l| l.unsent).sum::<u64>();
+    Sent { lag, lanes, unsent }
 }
 
 async fn spin(mut lanes: Vec<Lane>, s: &Schedule, give_up_ns: u64) -> (Histogram<u64>, Vec<Lane>) {
@@ -170,6 +211,9 @@ async fn spin(mut lanes: Vec<Lane>, s: &Schedule, give_up_ns: u64) -> (Histogram
         }
         let finished = due >= s.win.until_ns && lanes.iter().all(Lane::idle);
         if finished || now > give_up_ns {
+            for lane in &mut lanes {
+                lane.give_up(s);
+            }
             return (lag, lanes);
         }
         // Lets the readers (and the I/O driver) run before the next look at
@@ -178,7 +222,11 @@ async fn spin(mut lanes: Vec<Lane>, s: &Schedule, give_up_ns: u64) -> (Histogram
     }
 }
 
-async fn sleep(lanes: Vec<Lane>, s: Schedule, give_up_ns: u64) -> (Histogram<u64>, Vec<Lane>, u64) {
+async fn run_sleeping(
+    lanes: Vec<Lane>,
+    s: Schedule,
+    give_up_ns: u64,
+) -> (Histogram<u64>, Vec<Option<Lane>>, u64) {
     let mut sinks = Vec::with_capacity(lanes.len());
     let mut writers = Vec::with_capacity(lanes.len());
     for lane in lanes {
@@ -186,15 +234,15 @@ async fn sleep(lanes: Vec<Lane>, s: Schedule, give_up_ns: u64) -> (Histogram<u64
         sinks.push(tx);
         writers.push(tokio::spawn(write_tickets(lane, rx, s.clone(), give_up_ns)));
     }
-    let pacer = spawn(s.win.start, s.rate, s.win.until_ns, sinks);
+    let pacer = spawn(s.win.start, s.rate, s.win.from_ns, s.win.until_ns, sinks);
     let mut lag = histogram();
     let mut lanes = Vec::with_capacity(writers.len());
     for w in writers {
         // A writer that panicked loses its connection's lag, not the run.
-        if let Ok((l, lane)) = w.await {
+        lanes.push(w.await.ok().map(|(l, lane)| {
             let _ = lag.add(&l);
-            lanes.push(lane);
-        }
+            lane
+        }));
     }
     let dropped = tokio::task::spawn_blocking(move || pacer.join().unwrap_or(0))
         .await
@@ -230,11 +278,12 @@ async fn write_tickets(
 }
 
 /// Starts a pacer thread: `rate` tickets per second to `sinks` (round
-/// robin) until `until_ns` (ns since `start`). Returns how many tickets were
-/// dropped because a connection's queue was full.
+/// robin) until `until_ns` (ns since `start`). Returns how many tickets from
+/// `from_ns` on were dropped because a connection's queue was full.
 pub(crate) fn spawn(
     start: Instant,
     rate: f64,
+    from_ns: u64,
     until_ns: u64,
     sinks: Vec<mpsc::Sender<u64>>,
 ) -> JoinHandle<u64> {
@@ -257,6 +306,7 @@ pub(crate) fn spawn(
                 }
                 if let Some(sink) = sinks.get(k as usize % n)
                     && sink.try_send(due).is_err()
+                    && due >= from_ns
                 {
                     dropped += 1;
                 }

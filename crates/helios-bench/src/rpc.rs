@@ -6,7 +6,7 @@
 //! the server does, and latency is from the intended send time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::SplitStream;
@@ -17,7 +17,7 @@ use tokio_websockets::Message;
 
 use crate::Common;
 use crate::client::{self, BoxError, Next, Target, Ws, loopback_sources, next_frame};
-use crate::pacer::{self, Lane, Pacing, Schedule};
+use crate::pacer::{self, Lane, LaneState, Pacing, Schedule};
 use crate::proto::{Incoming, Method, Proto, echo_payload};
 use crate::stats::{CpuMeter, Latency, histogram, record};
 
@@ -58,6 +58,8 @@ pub(crate) struct RpcReport {
     connections: usize,
     depth: Option<usize>,
     rate: Option<f64>,
+    /// Open loop: how the schedule was kept.
+    pacing: Option<Pacing>,
     duration_secs: f64,
     payload_bytes: usize,
     /// Successful responses to requests sent inside the measured window.
@@ -66,7 +68,10 @@ pub(crate) struct RpcReport {
     errors: u64,
     /// Requests of the window still unanswered when the run ended.
     unanswered: u64,
-    /// Open loop: tickets the generator could not queue.
+    /// Open loop: requests of the window never written (a full ticket
+    /// queue with `--pacing sleep`, a failed connection, or a socket still
+    /// full when the run gave up). `requests + errors + unanswered +
+    /// generator_dropped` is the window's schedule.
     generator_dropped: u64,
     throughput_rps: f64,
     latency_us: Latency,
@@ -113,8 +118,8 @@ pub(crate) async fn run(args: RpcArgs) -> Result<RpcReport, BoxError> {
     let payload: Arc<str> = echo_payload(args.payload_bytes).into();
     let win = Arc::new(Window {
         start: Instant::now(),
-        from_ns: (args.warmup_secs * 1e9) as u64,
-        until_ns: ((args.warmup_secs + args.duration_secs) * 1e9) as u64,
+        from_ns: (args.warmup_secs * 1e9).round() as u64,
+        until_ns: ((args.warmup_secs + args.duration_secs) * 1e9).round() as u64,
     });
     // CPU is sampled over the measured window only.
     let cpu_probe = {
@@ -157,17 +162,19 @@ pub(crate) async fn run(args: RpcArgs) -> Result<RpcReport, BoxError> {
             let done = Arc::new(AtomicBool::new(false));
             let mut lanes = Vec::with_capacity(conns.len());
             let mut readers = Vec::with_capacity(conns.len());
+            let mut states = Vec::with_capacity(conns.len());
             for (i, ws) in conns.into_iter().enumerate() {
                 let (sink, stream) = ws.split();
-                let sent = Arc::new(AtomicU64::new(0));
+                let state = Arc::new(LaneState::default());
                 readers.push(tokio::spawn(read_answers(
                     stream,
                     target.proto(),
-                    sent.clone(),
+                    state.clone(),
                     done.clone(),
                     win.clone(),
                 )));
-                lanes.push(Lane::new(i as u32, sink, sent));
+                lanes.push(Lane::new(i as u32, sink, state.clone()));
+                states.push(state);
             }
             let schedule = Schedule {
                 proto: target.proto(),
@@ -177,18 +184,19 @@ pub(crate) async fn run(args: RpcArgs) -> Result<RpcReport, BoxError> {
             };
             let give_up = win.until_ns + DRAIN.as_nanos() as u64;
             let pacing = tokio::spawn(pacer::run(args.pacing, lanes, schedule, give_up));
-            let (l, lanes, d) = pacing.await?;
+            let sent = pacing.await?;
             done.store(true, Ordering::Release);
-            lag.add(&l)?;
-            dropped = d;
-            let mut closing = Vec::with_capacity(lanes.len());
-            for (reader, lane) in readers.into_iter().zip(lanes) {
+            lag.add(&sent.lag)?;
+            dropped = sent.unsent;
+            // Counted once the sender is done: a reader can end first.
+            tally.sent = states.iter().map(|s| s.sent.load(Ordering::Acquire)).sum();
+            let mut closing = Vec::with_capacity(readers.len());
+            for (reader, lane) in readers.into_iter().zip(sent.lanes) {
                 let (stream, h, t) = reader.await?;
                 hist.add(&h)?;
                 tally.ok += t.ok;
                 tally.errors += t.errors;
-                tally.sent += t.sent;
-                if let Ok(ws) = stream.reunite(lane.sink) {
+                if let Some(ws) = lane.and_then(|lane| stream.reunite(lane.sink).ok()) {
                     closing.push(client::close(ws));
                 }
             }
@@ -207,6 +215,7 @@ pub(crate) async fn run(args: RpcArgs) -> Result<RpcReport, BoxError> {
         connections: args.connections,
         depth: args.rate.is_none().then_some(args.depth),
         rate: args.rate,
+        pacing: args.rate.map(|_| args.pacing),
         duration_secs: args.duration_secs,
         payload_bytes: payload.len(),
         requests: tally.ok,
@@ -222,7 +231,7 @@ pub(crate) async fn run(args: RpcArgs) -> Result<RpcReport, BoxError> {
 }
 
 /// Ids must be unique per connection: strictly increasing send times.
-pub(crate) fn next_id(last: &mut u64, now: u64) -> u64 {
+fn next_id(last: &mut u64, now: u64) -> u64 {
     *last = now.max(*last + 1);
     *last
 }
@@ -285,8 +294,14 @@ async fn closed_loop(
                             due += 1;
                         }
                     }
-                    Incoming::Ping if ws.feed(Message::text("3".to_owned())).await.is_err() => {
-                        return (hist, tally);
+                    Incoming::Ping => {
+                        let pong = ws.feed(Message::text("3".to_owned()));
+                        if !matches!(
+                            tokio::time::timeout_at(hard_end.into(), pong).await,
+                            Ok(Ok(()))
+                        ) {
+                            return (hist, tally);
+                        }
                     }
                     _ => {}
                 }
@@ -304,11 +319,12 @@ async fn closed_loop(
 
 /// An open-loop connection's receive side: answers until the sender is
 /// done and every request it wrote in the window is answered (or the run's
-/// hard end).
+/// hard end). A server's ping is passed to the sender, which owns the
+/// socket's send side.
 async fn read_answers(
     mut stream: SplitStream<Ws>,
     proto: Proto,
-    sent: Arc<AtomicU64>,
+    state: Arc<LaneState>,
     done: Arc<AtomicBool>,
     win: Arc<Window>,
 ) -> (SplitStream<Ws>, Histogram<u64>, Tally) {
@@ -316,7 +332,9 @@ async fn read_answers(
     let mut tally = Tally::default();
     let hard_end = win.start + Duration::from_nanos(win.until_ns) + DRAIN;
     loop {
-        if done.load(Ordering::Acquire) && tally.ok + tally.errors >= sent.load(Ordering::Relaxed) {
+        if done.load(Ordering::Acquire)
+            && tally.ok + tally.errors >= state.sent.load(Ordering::Acquire)
+        {
             break;
         }
         // The short poll notices the sender finishing.
@@ -326,17 +344,18 @@ async fn read_answers(
             Next::Done => break,
         };
         let Some(text) = msg.as_text() else { continue };
-        if let Incoming::Response { id_ns, ok } = proto.scan(text)
-            && win.contains(id_ns)
-        {
-            if ok {
-                tally.ok += 1;
-                record(&mut hist, win.now().saturating_sub(id_ns));
-            } else {
-                tally.errors += 1;
+        match proto.scan(text) {
+            Incoming::Response { id_ns, ok } if win.contains(id_ns) => {
+                if ok {
+                    tally.ok += 1;
+                    record(&mut hist, win.now().saturating_sub(id_ns));
+                } else {
+                    tally.errors += 1;
+                }
             }
+            Incoming::Ping => state.pong_due.store(true, Ordering::Relaxed),
+            _ => {}
         }
     }
-    tally.sent = sent.load(Ordering::Relaxed);
     (stream, hist, tally)
 }
