@@ -30,29 +30,28 @@ fn bench(args: &[&str]) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
+/// `helios-bench rpc --url URL --connections 2 ARGS...`, off the runtime
+/// (it blocks), given at most 20 s to finish.
+async fn rpc(url: &str, args: &[&str]) -> Value {
+    let limit = std::time::Duration::from_secs(20);
+    let mut all = vec!["rpc", "--url", url, "--connections", "2"];
+    all.extend_from_slice(args);
+    let all: Vec<String> = all.iter().map(|a| a.to_string()).collect();
+    let run = tokio::task::spawn_blocking(move || {
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        bench(&all)
+    });
+    tokio::time::timeout(limit, run)
+        .await
+        .unwrap_or_else(|_| panic!("helios-bench rpc {args:?} still running after {limit:?}"))
+        .expect("join")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_closed_and_open_loop_report_answered_requests() {
     let (url, stop) = start_server().await;
-    let closed = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            bench(&[
-                "rpc",
-                "--url",
-                &url,
-                "--connections",
-                "2",
-                "--depth",
-                "2",
-                "--duration-secs",
-                "1",
-                "--warmup-secs",
-                "0.2",
-            ])
-        }
-    })
-    .await
-    .expect("join");
+    let window = ["--duration-secs", "1", "--warmup-secs", "0.2"];
+    let closed = rpc(&url, &[&["--depth", "2"][..], &window].concat()).await;
     assert_eq!(closed["mode"], "rpc-closed-loop");
     assert!(
         closed["requests"].as_u64().expect("requests") > 0,
@@ -62,26 +61,8 @@ async fn rpc_closed_and_open_loop_report_answered_requests() {
     assert!(closed["latency_us"]["count"].as_u64().expect("count") > 0);
 
     for pacing in ["spin", "sleep"] {
-        let url = url.clone();
-        let open = tokio::task::spawn_blocking(move || {
-            bench(&[
-                "rpc",
-                "--url",
-                &url,
-                "--connections",
-                "2",
-                "--rate",
-                "200",
-                "--duration-secs",
-                "1",
-                "--warmup-secs",
-                "0.2",
-                "--pacing",
-                pacing,
-            ])
-        })
-        .await
-        .expect("join");
+        let args = [&["--rate", "200", "--pacing", pacing][..], &window].concat();
+        let open = rpc(&url, &args).await;
         assert_eq!(open["mode"], "rpc-open-loop");
         // The schedule is exact: 200 req/s over the 1 s window is 200
         // requests, each answered (3 s of drain at this rate).
@@ -111,36 +92,22 @@ async fn a_server_that_stops_reading_does_not_hold_the_run() {
             }
         }
     });
+    let common = [
+        "--duration-secs",
+        "0.5",
+        "--warmup-secs",
+        "0",
+        "--payload-bytes",
+        "16000",
+    ];
     let runs: [&[&str]; 3] = [
         &["--rate", "50000", "--pacing", "spin"],
         &["--rate", "50000", "--pacing", "sleep"],
         &["--depth", "64"],
     ];
     for extra in runs {
-        let mut args = vec![
-            "rpc",
-            "--url",
-            &url,
-            "--connections",
-            "2",
-            "--duration-secs",
-            "0.5",
-            "--warmup-secs",
-            "0",
-            "--payload-bytes",
-            "16000",
-        ];
-        args.extend_from_slice(extra);
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let run = tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            bench(&args)
-        });
         // The run's own bound is its window, 3 s of drain and 1 s to close.
-        let report = tokio::time::timeout(std::time::Duration::from_secs(20), run)
-            .await
-            .unwrap_or_else(|_| panic!("helios-bench {extra:?} still running after 20 s"))
-            .expect("join");
+        let report = rpc(&url, &[extra, &common].concat()).await;
         assert_eq!(report["requests"], 0, "{extra:?}: {report}");
         let count = |key: &str| report[key].as_u64().unwrap_or(0);
         assert!(count("unanswered") > 0, "{extra:?}: {report}");
