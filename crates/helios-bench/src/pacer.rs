@@ -9,8 +9,8 @@
 //! - [`Pacing::Spin`] (default): one task owns every connection's send side,
 //!   reads the clock between polls and writes what is due. Its core is busy
 //!   all the time, but it never sleeps, so no request waits for a thread to
-//!   be woken: at 60,000 req/s its schedule lag p99 is ~30 µs where the
-//!   sleeping pacer's is 0.4-1 ms (`docs/benchmarks.md`).
+//!   be woken: at 60,000 req/s its schedule lag p99 was 10-180 µs where the
+//!   sleeping pacer's was 0.4-1 ms (`docs/benchmarks.md`).
 //! - [`Pacing::Sleep`]: a dedicated OS thread sleeps until each ticket is due
 //!   (tokio's timer ticks in milliseconds, `nanosleep` wakes within tens of
 //!   microseconds) and hands it to the connection's writer task. The
