@@ -52,6 +52,17 @@ pub trait Codec {
     fn frame_type(&self) -> FrameType;
 }
 
+/// Room a thread's JSON scratch buffer starts with, and the most it keeps
+/// after encoding a large message.
+const SCRATCH_START: usize = 256;
+const SCRATCH_KEPT: usize = 64 * 1024;
+
+thread_local! {
+    /// Where JSON frames are written before being copied out at their size.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(SCRATCH_START));
+}
+
 /// An encoding failure.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot encode message: {0}")]
@@ -109,18 +120,22 @@ impl Encoding {
 impl Codec for Encoding {
     fn encode(&self, msg: &Message) -> Result<Bytes, EncodeError> {
         let wire = WireOut::from(msg);
-        let bytes = match self {
-            Self::Json => {
-                let mut out = Vec::with_capacity(256);
-                wire.write_json(&mut out)
-                    .map_err(|e| EncodeError(e.to_string()))?;
-                out
-            }
-            Self::MsgPack => {
-                rmp_serde::to_vec_named(&wire).map_err(|e| EncodeError(e.to_string()))?
-            }
-        };
-        Ok(Bytes::from(bytes))
+        match self {
+            Self::Json => SCRATCH.with_borrow_mut(|out| {
+                out.clear();
+                let written = wire.write_json(out);
+                // One exact-size allocation: a `Bytes` made from a `Vec`
+                // with spare room allocates a second block to track it.
+                let frame = written.map(|()| Bytes::copy_from_slice(out));
+                if out.capacity() > SCRATCH_KEPT {
+                    *out = Vec::with_capacity(SCRATCH_START);
+                }
+                frame.map_err(|e| EncodeError(e.to_string()))
+            }),
+            Self::MsgPack => rmp_serde::to_vec_named(&wire)
+                .map(Bytes::from)
+                .map_err(|e| EncodeError(e.to_string())),
+        }
     }
 
     fn decode(&self, frame: &[u8], mode: ParseMode) -> Result<Message, DecodeError> {
@@ -589,6 +604,29 @@ fn check_request_id(id: Option<&str>, mode: ParseMode) -> Result<RequestId, Deco
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_exact_copies_and_a_large_one_does_not_stay_in_the_scratch() {
+        let big = Request::new("a:b", serde_json::json!({ "blob": "x".repeat(200_000) }));
+        let small = Request::new("a:b", serde_json::json!({ "n": 1 }));
+        for req in [&big, &small, &big] {
+            let msg = Message::Request(req.clone());
+            let frame = Encoding::Json.encode(&msg).expect("encodes");
+            // Nothing of an earlier, longer frame is left in a later one.
+            assert_eq!(
+                frame.len(),
+                serde_json::to_vec(&WireOut::from(&msg))
+                    .expect("serde")
+                    .len()
+            );
+            let back = Encoding::Json
+                .decode(&frame, ParseMode::Strict)
+                .expect("decodes");
+            assert_eq!(back, msg);
+            let kept = SCRATCH.with_borrow(Vec::capacity);
+            assert!(kept <= SCRATCH_KEPT, "scratch keeps {kept} bytes");
+        }
+    }
 
     #[test]
     fn envelope_strings_are_borrowed_from_the_frame_unless_escaped() {
