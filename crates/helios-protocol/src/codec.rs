@@ -19,6 +19,7 @@ use crate::message::{
 };
 use crate::method::ParseMode;
 use crate::payload::Payload;
+use crate::short_str::ShortStr;
 
 /// Whether a codec's frames travel as WebSocket text or binary frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -511,7 +512,7 @@ impl WireIn<'_> {
                 Ok(Message::Request(Request {
                     timestamp,
                     id,
-                    method: method.0.into_owned(),
+                    method: ShortStr::from(method.0.as_ref()),
                     payload: self.payload,
                     peer: self.peer,
                     timeout_ms: self.timeout,

@@ -30,6 +30,7 @@ mod method;
 mod payload;
 mod reliable;
 mod scan;
+mod short_str;
 
 /// Topics of the notifications the protocol itself uses.
 pub mod topic {
@@ -53,3 +54,4 @@ pub use method::{
 };
 pub use payload::Payload;
 pub use reliable::{Retry, SeenIds};
+pub use short_str::ShortStr;

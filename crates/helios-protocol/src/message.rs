@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::error::{ErrorBody, ErrorCode};
 use crate::payload::Payload;
+use crate::short_str::ShortStr;
 
 /// The `protocol` field every message carries.
 pub const PROTOCOL: &str = "helios-starling";
@@ -23,8 +24,8 @@ pub fn now_ms() -> u64 {
 
 /// A request identifier: a UUID v4 in its hyphenated text form.
 ///
-/// Shared, not copied, when cloned: a request's id is kept while its
-/// handler runs and then moved into the response.
+/// Kept in place, not allocated ([`ShortStr`]): every request carries one,
+/// and a UUID fits.
 ///
 /// ```
 /// let id = helios_protocol::RequestId::new();
@@ -32,13 +33,13 @@ pub fn now_ms() -> u64 {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RequestId(std::sync::Arc<str>);
+pub struct RequestId(ShortStr);
 
 impl RequestId {
     /// A fresh random (v4) identifier.
     pub fn new() -> Self {
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        Self(std::sync::Arc::from(
+        Self(ShortStr::from(
             &*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text),
         ))
     }
@@ -63,13 +64,13 @@ impl std::fmt::Display for RequestId {
 
 impl From<String> for RequestId {
     fn from(id: String) -> Self {
-        Self(std::sync::Arc::from(id))
+        Self(ShortStr::from(id))
     }
 }
 
 impl From<&str> for RequestId {
     fn from(id: &str) -> Self {
-        Self(std::sync::Arc::from(id))
+        Self(ShortStr::from(id))
     }
 }
 
@@ -143,7 +144,7 @@ pub struct Request {
     /// Correlates the response.
     pub id: RequestId,
     /// The method to call.
-    pub method: String,
+    pub method: ShortStr,
     /// The argument; `None` when the field was absent.
     pub payload: Option<Payload>,
     /// Relay target (client → server) or origin (server → client).
@@ -154,7 +155,7 @@ pub struct Request {
 
 impl Request {
     /// A request with a fresh id.
-    pub fn new(method: impl Into<String>, payload: Value) -> Self {
+    pub fn new(method: impl Into<ShortStr>, payload: Value) -> Self {
         Self {
             timestamp: now_ms(),
             id: RequestId::new(),

@@ -1,7 +1,7 @@
 //! What a handler receives: the payload, the connection and the request's
 //! metadata.
 
-use helios_protocol::{PeerRef, RequestId};
+use helios_protocol::{PeerRef, RequestId, ShortStr};
 
 use crate::connection::Connection;
 use crate::helios::Helios;
@@ -36,7 +36,7 @@ pub(crate) struct Meta {
     pub(crate) connection: Connection,
     pub(crate) helios: Helios,
     /// Method name (requests) or topic (notifications).
-    pub(crate) name: String,
+    pub(crate) name: ShortStr,
     pub(crate) request_id: Option<RequestId>,
     pub(crate) peer: Option<PeerRef>,
     pub(crate) timestamp: u64,

@@ -198,7 +198,7 @@ impl Helios {
                     .relay_decision(RelayRequest {
                         from: from.clone(),
                         target: target.clone(),
-                        method: Some(req.method.clone()),
+                        method: Some(req.method.to_string()),
                         topic: None,
                         payload,
                     })

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use helios_protocol::{
     CloseCode, Codec, DecodeError, ErrorBody, ErrorCode, FrameType, Message, Notification, Request,
-    RequestId, Response, now_ms,
+    RequestId, Response, ShortStr, now_ms,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -766,7 +766,7 @@ impl Reader {
                 meta: Meta {
                     connection: self.conn.clone(),
                     helios: self.helios.clone(),
-                    name: topic.clone(),
+                    name: ShortStr::from(&topic),
                     request_id: None,
                     peer: n.peer.clone(),
                     timestamp: n.timestamp,

@@ -222,7 +222,7 @@ impl Client {
     ) -> Result<PendingRequest, ClientError> {
         self.ensure_open()?;
         let timeout = options.timeout.unwrap_or(self.inner.request_timeout);
-        let mut req = Request::new(method, payload);
+        let mut req = Request::new(method.into(), payload);
         let retry_safe = options.retry_safe
             || (options.peer.is_none() && RETRY_SAFE_BUILTINS.contains(&req.method.as_str()));
         req.peer = options.peer;
