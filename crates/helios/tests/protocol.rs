@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{Raw, Server, notification, request, uuid};
-use futures_util::SinkExt;
+use common::{Raw, Server, WAIT, notification, request, uuid};
+use futures_util::{SinkExt, StreamExt};
 use helios::{Context, Helios, MethodError};
 use serde_json::{Value, json};
 
@@ -392,4 +392,59 @@ async fn plain_http_gets_426_and_healthz_answers() {
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     let v: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["status"], "ok");
+}
+
+/// A client that sends its first frame in the same packet as the upgrade
+/// request (before it saw the 101): hyper has read that frame already, and
+/// the server must still get it, first.
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_not_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server().await;
+    let mut stream = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    let id = uuid();
+    let text = request(&id, "system:echo", json!({"early": true})).to_string();
+    let mut packet = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    // One masked text frame, 16-bit length (mask 0: the payload goes as it is).
+    let len = u16::try_from(text.len()).expect("short frame");
+    packet.extend_from_slice(&[0x81, 0x80 | 126]);
+    packet.extend_from_slice(&len.to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 0, 0]);
+    packet.extend_from_slice(text.as_bytes());
+    stream.write_all(&packet).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = tokio::time::timeout(WAIT, stream.read_u8())
+            .await
+            .expect("101 in time")
+            .expect("read");
+        head.push(b);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut ws = tokio_websockets::ClientBuilder::new().take_over(stream);
+    let mut answered = None;
+    for _ in 0..3 {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("frame");
+        let v: Value = serde_json::from_str(msg.as_text().expect("text")).expect("json");
+        if v["type"] == "response" {
+            answered = Some(v);
+            break;
+        }
+    }
+    let v = answered.expect("the early request was answered");
+    assert_eq!(v["requestId"], id.as_str());
+    assert_eq!(v["data"], json!({"early": true}));
 }
