@@ -15,8 +15,7 @@ use helios_protocol::Encoding;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_websockets::{Config as WsConfig, Limits, ServerBuilder};
 
 use crate::auth::{Auth, AuthRejection, HandshakeRequest};
@@ -170,22 +169,7 @@ async fn upgrade(State(helios): State<Helios>, mut req: Request<Body>) -> Respon
     helios.tracker().spawn(async move {
         let _permit = permit;
         match on_upgrade.await {
-            // A plain TCP socket with nothing read past the handshake is
-            // used as it is: hyper's `Upgraded` reaches it through a boxed
-            // trait object and two adapters on every read and write.
-            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) if parts.read_buf.is_empty() => {
-                    accept_socket(task_helios, parts.io.into_inner(), opening).await;
-                }
-                // The client sent data before it saw the handshake's answer
-                // (RFC 6455 says it must not, but it is not lost): read first.
-                Ok(parts) => {
-                    let (read, write) = parts.io.into_inner().into_split();
-                    let read = std::io::Cursor::new(parts.read_buf).chain(read);
-                    accept_socket(task_helios, tokio::io::join(read, write), opening).await;
-                }
-                Err(upgraded) => accept_socket(task_helios, TokioIo::new(upgraded), opening).await,
-            },
+            Ok(upgraded) => accept_socket(task_helios, TokioIo::new(upgraded), opening).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
