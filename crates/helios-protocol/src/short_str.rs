@@ -76,6 +76,36 @@ impl From<String> for ShortStr {
     }
 }
 
+impl From<Box<str>> for ShortStr {
+    fn from(s: Box<str>) -> Self {
+        if s.len() <= Self::INLINE {
+            Self::from(&*s)
+        } else {
+            Self(Repr::Shared(Arc::from(s)))
+        }
+    }
+}
+
+/// Shares a long `Arc` as it is; a short one is copied in place.
+impl From<Arc<str>> for ShortStr {
+    fn from(s: Arc<str>) -> Self {
+        if s.len() <= Self::INLINE {
+            Self::from(&*s)
+        } else {
+            Self(Repr::Shared(s))
+        }
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for ShortStr {
+    fn from(s: std::borrow::Cow<'_, str>) -> Self {
+        match s {
+            std::borrow::Cow::Borrowed(s) => Self::from(s),
+            std::borrow::Cow::Owned(s) => Self::from(s),
+        }
+    }
+}
+
 impl From<ShortStr> for String {
     fn from(s: ShortStr) -> Self {
         s.as_str().to_owned()
@@ -153,6 +183,12 @@ impl PartialEq<ShortStr> for str {
     }
 }
 
+impl PartialEq<ShortStr> for String {
+    fn eq(&self, other: &ShortStr) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
 impl PartialEq<ShortStr> for &str {
     fn eq(&self, other: &ShortStr) -> bool {
         *self == other.as_str()
@@ -194,6 +230,13 @@ impl<'de> Deserialize<'de> for ShortStr {
             fn visit_string<E: serde::de::Error>(self, v: String) -> Result<ShortStr, E> {
                 Ok(ShortStr::from(v))
             }
+
+            // As `String` does: UTF-8 bytes (a MessagePack `bin`) are text too.
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ShortStr, E> {
+                std::str::from_utf8(v)
+                    .map(ShortStr::from)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(v), &self))
+            }
         }
         deserializer.deserialize_str(Visitor)
     }
@@ -216,6 +259,18 @@ mod tests {
         assert_eq!(shared, long);
         assert_eq!(shared.clone().as_str(), long);
         assert_eq!(ShortStr::from(edge.clone()), edge);
+        let arc: Arc<str> = Arc::from(long.as_str());
+        match ShortStr::from(Arc::clone(&arc)).0 {
+            Repr::Shared(s) => assert!(Arc::ptr_eq(&s, &arc), "a long Arc is shared, not copied"),
+            Repr::Inline(_) => panic!("{} bytes kept in place", long.len()),
+        }
+        assert_eq!(long, ShortStr::from(long.clone().into_boxed_str()));
+        assert_eq!(ShortStr::from(std::borrow::Cow::Borrowed("c")), "c");
+    }
+
+    #[test]
+    fn is_no_larger_than_the_request_id_docs_say() {
+        assert!(std::mem::size_of::<ShortStr>() <= 48);
     }
 
     #[test]
@@ -238,5 +293,12 @@ mod tests {
         assert_eq!(serde_json::to_string(&s).expect("json"), r#""héllo""#);
         let err = serde_json::from_str::<ShortStr>("12").expect_err("not a string");
         assert!(err.to_string().contains("a string"), "{err}");
+        // MessagePack `bin 8` of b"ab", then of a byte that is not UTF-8.
+        let bin = [0xc4, 2, b'a', b'b'];
+        assert_eq!(
+            rmp_serde::from_slice::<ShortStr>(&bin).expect("bin as text"),
+            "ab"
+        );
+        assert!(rmp_serde::from_slice::<ShortStr>(&[0xc4, 1, 0xff]).is_err());
     }
 }

@@ -411,6 +411,10 @@ async fn a_frame_sent_with_the_upgrade_request_is_not_lost() {
         Sec-WebSocket-Version: 13\r\n\r\n"
         .to_vec();
     // One masked text frame, 16-bit length (mask 0: the payload goes as it is).
+    assert!(
+        text.len() >= 126,
+        "the 16-bit length form needs 126 bytes or more"
+    );
     let len = u16::try_from(text.len()).expect("short frame");
     packet.extend_from_slice(&[0x81, 0x80 | 126]);
     packet.extend_from_slice(&len.to_be_bytes());

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use helios_protocol::{Encoding, Message, Notification, PeerRef, Request, RequestId};
+use helios_protocol::{Encoding, Message, Notification, PeerRef, Request, RequestId, ShortStr};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -163,7 +163,7 @@ impl Client {
     /// ```
     pub async fn request(
         &self,
-        method: impl Into<String>,
+        method: impl Into<ShortStr>,
         payload: Value,
     ) -> Result<Value, ClientError> {
         self.request_with(method, payload, RequestOptions::new())
@@ -190,7 +190,7 @@ impl Client {
     /// ```
     pub async fn request_with(
         &self,
-        method: impl Into<String>,
+        method: impl Into<ShortStr>,
         payload: Value,
         options: RequestOptions,
     ) -> Result<Value, ClientError> {
@@ -216,13 +216,13 @@ impl Client {
     /// ```
     pub async fn send_request(
         &self,
-        method: impl Into<String>,
+        method: impl Into<ShortStr>,
         payload: Value,
         options: RequestOptions,
     ) -> Result<PendingRequest, ClientError> {
         self.ensure_open()?;
         let timeout = options.timeout.unwrap_or(self.inner.request_timeout);
-        let mut req = Request::new(method.into(), payload);
+        let mut req = Request::new(method, payload);
         let retry_safe = options.retry_safe
             || (options.peer.is_none() && RETRY_SAFE_BUILTINS.contains(&req.method.as_str()));
         req.peer = options.peer;
@@ -267,7 +267,7 @@ impl Client {
     /// let user: User = client.call("user:get", &GetUser { id: 7 }).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn call<A, R>(&self, method: impl Into<String>, args: &A) -> Result<R, ClientError>
+    pub async fn call<A, R>(&self, method: impl Into<ShortStr>, args: &A) -> Result<R, ClientError>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
