@@ -43,6 +43,16 @@ impl ShortStr {
             Repr::Shared(s) => s,
         }
     }
+
+    /// Owned text: copied in place when short, else made the shared text
+    /// (moved, where it is an `Arc` already).
+    fn from_owned<T: AsRef<str> + Into<Arc<str>>>(s: T) -> Self {
+        if s.as_ref().len() <= Self::INLINE {
+            Self::from(s.as_ref())
+        } else {
+            Self(Repr::Shared(s.into()))
+        }
+    }
 }
 
 impl Default for ShortStr {
@@ -68,32 +78,20 @@ impl From<&String> for ShortStr {
 
 impl From<String> for ShortStr {
     fn from(s: String) -> Self {
-        if s.len() <= Self::INLINE {
-            Self::from(s.as_str())
-        } else {
-            Self(Repr::Shared(Arc::from(s)))
-        }
+        Self::from_owned(s)
     }
 }
 
 impl From<Box<str>> for ShortStr {
     fn from(s: Box<str>) -> Self {
-        if s.len() <= Self::INLINE {
-            Self::from(&*s)
-        } else {
-            Self(Repr::Shared(Arc::from(s)))
-        }
+        Self::from_owned(s)
     }
 }
 
 /// Shares a long `Arc` as it is; a short one is copied in place.
 impl From<Arc<str>> for ShortStr {
     fn from(s: Arc<str>) -> Self {
-        if s.len() <= Self::INLINE {
-            Self::from(&*s)
-        } else {
-            Self(Repr::Shared(s))
-        }
+        Self::from_owned(s)
     }
 }
 
