@@ -512,7 +512,7 @@ impl WireIn<'_> {
                 Ok(Message::Request(Request {
                     timestamp,
                     id,
-                    method: ShortStr::from(method.0.as_ref()),
+                    method: ShortStr::from(method.0),
                     payload: self.payload,
                     peer: self.peer,
                     timeout_ms: self.timeout,
