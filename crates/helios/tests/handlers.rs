@@ -533,3 +533,39 @@ async fn a_connect_hook_can_call_the_client() {
     eventually("manifest received", || manifests.lock().len() == 1).await;
     assert_eq!(manifests.lock()[0]["name"], "billing");
 }
+
+/// Ids and method names longer than what `ShortStr` keeps in place (40
+/// bytes) take its shared form; they must arrive and come back unchanged,
+/// as short ones do.
+#[tokio::test]
+async fn long_and_short_ids_and_method_names_come_back_unchanged() {
+    let long_method = format!("svc:{}", "m".repeat(60));
+    let helios = Helios::builder()
+        .parse_mode(helios_protocol::ParseMode::Permissive)
+        .method(&long_method, |ctx: Context| async move {
+            Ok::<_, MethodError>(json!({
+                "method": ctx.method(),
+                "id": ctx.request_id().map(|id| id.as_str().to_owned()),
+            }))
+        })
+        .method("svc:short", |ctx: Context| async move {
+            Ok::<_, MethodError>(json!({ "method": ctx.method() }))
+        })
+        .build();
+    let s = Server::start(helios).await;
+    let mut c = Raw::connect(&s.url()).await;
+    for (id, method) in [
+        ("i".repeat(128), long_method.as_str()),
+        ("7".to_owned(), long_method.as_str()),
+        ("x".repeat(41), "svc:short"),
+        ("y".repeat(40), "svc:short"),
+    ] {
+        c.send_json(&request(&id, method, json!(null))).await;
+        let v = c.response_for(&id).await;
+        assert_eq!(v["success"], true, "{v}");
+        assert_eq!(v["data"]["method"], method, "{v}");
+        if method == long_method {
+            assert_eq!(v["data"]["id"], id.as_str(), "{v}");
+        }
+    }
+}
