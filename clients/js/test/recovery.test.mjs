@@ -212,7 +212,6 @@ describe("recovery (HELIOS_RECOVERY_SECRET set)", { timeout: 45 * 60_000 }, () =
     await b.publish("bulk:again", { i: 0 });
     await waitFor(() => got.length === 1, 5000, "a delivery");
     await waitFor(() => a.recoveryToken, 5000, "a recovery token");
-    const firstToken = a.recoveryToken;
 
     // At the first recovery the client → server direction freezes, so its
     // request for a fresh token never reaches the server.
@@ -223,6 +222,10 @@ describe("recovery (HELIOS_RECOVERY_SECRET set)", { timeout: 45 * 60_000 }, () =
         resolve(ev);
       });
     });
+    // The token that will serve the recovery: the one held at the cut (the
+    // subscription above makes the client fetch a fresh one ~50 ms later,
+    // which may land before or after the first wait).
+    const firstToken = a.recoveryToken;
     px.cut();
     const first = await recoveredOnce;
     assert.equal(first.recovered, true);
