@@ -211,7 +211,19 @@ describe("recovery (HELIOS_RECOVERY_SECRET set)", { timeout: 45 * 60_000 }, () =
     await a.subscribe("bulk:again", (d) => got.push(d.i));
     await b.publish("bulk:again", { i: 0 });
     await waitFor(() => got.length === 1, 5000, "a delivery");
-    await waitFor(() => a.recoveryToken, 5000, "a recovery token");
+    // The subscription makes the client fetch a fresh token ~50 ms later:
+    // wait until the token has stayed the same for 150 ms, so that no
+    // answer with a newer one is still on its way at the cut.
+    let settled = null;
+    await waitFor(async () => {
+      const token = a.recoveryToken;
+      if (!token) return false;
+      if (token !== settled) {
+        settled = token;
+        await sleep(150);
+      }
+      return a.recoveryToken === settled;
+    }, 5000, "a recovery token that no longer changes");
 
     // At the first recovery the client → server direction freezes, so its
     // request for a fresh token never reaches the server.
@@ -222,9 +234,6 @@ describe("recovery (HELIOS_RECOVERY_SECRET set)", { timeout: 45 * 60_000 }, () =
         resolve(ev);
       });
     });
-    // The token that will serve the recovery: the one held at the cut (the
-    // subscription above makes the client fetch a fresh one ~50 ms later,
-    // which may land before or after the first wait).
     const firstToken = a.recoveryToken;
     px.cut();
     const first = await recoveredOnce;
