@@ -64,9 +64,14 @@ impl Route {
     }
 }
 
+/// Looked up once per request with a name the table already holds or
+/// not: the keys are the server's own, so a fast unkeyed-quality hash
+/// (foldhash) is enough, and SipHash's flood resistance buys nothing.
+type Methods = HashMap<String, Route, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub(crate) struct RouteTable {
-    methods: HashMap<String, Route>,
+    methods: Methods,
     exact_events: HashMap<String, Vec<ErasedEvent>>,
     pattern_events: Vec<(Pattern, ErasedEvent)>,
     middleware: Vec<(Pattern, Arc<dyn Middleware>)>,
