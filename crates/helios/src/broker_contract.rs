@@ -619,7 +619,8 @@ pub async fn cluster_sessions(f: &dyn ClusterFactory) {
             },
         )],
         name: Some("n".into()),
-        user: None,
+        user: Some("alice".into()),
+        authenticated: true,
         token: None,
     };
     a.save(snap("s1"), Duration::from_secs(60))

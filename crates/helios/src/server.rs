@@ -229,8 +229,9 @@ async fn prepare(helios: &Helios, opening: Box<Opening>) -> (Connection, Option<
         recover,
         auth,
     } = *opening;
+    let user = auth.as_ref().and_then(|a| a.user_id());
     let recovery = match recover {
-        Some(req) => Some(Box::new((helios.take_session(&req).await, req))),
+        Some(req) => Some(Box::new((helios.take_session(&req, user).await, req))),
         None => None,
     };
     let id = match recovery.as_deref() {

@@ -119,10 +119,47 @@ pub struct SessionSnapshot {
     pub rooms: Vec<(String, StreamPosition)>,
     /// Its peer name.
     pub name: Option<String>,
-    /// Its authenticated user.
+    /// Its user (from the handshake's credential or set by the app).
     pub user: Option<String>,
+    /// Whether `user` came from the handshake's credential (JWT, auth
+    /// hook): such a session is only given back to the same user.
+    #[serde(default)]
+    pub authenticated: bool,
     /// Its opaque token.
     pub token: Option<String>,
+}
+
+impl SessionSnapshot {
+    /// Whether a connection that authenticated as `user` (or not at all)
+    /// may take this session over. A recovery token is a bearer credential
+    /// for the session, not for the identity: the handshake's credential
+    /// wins, so a token cannot make one user another, and a session
+    /// authenticated at its handshake needs the same user again.
+    ///
+    /// ```
+    /// # use helios::SessionSnapshot;
+    /// # use std::collections::HashMap;
+    /// let alice = SessionSnapshot {
+    ///     starling_id: "c1".into(),
+    ///     data: HashMap::new(),
+    ///     rooms: vec![],
+    ///     name: None,
+    ///     user: Some("alice".into()),
+    ///     authenticated: true,
+    ///     token: None,
+    /// };
+    /// assert!(alice.may_be_taken_by(Some("alice")));
+    /// assert!(!alice.may_be_taken_by(Some("bob")));
+    /// assert!(!alice.may_be_taken_by(None));
+    /// ```
+    #[must_use]
+    pub fn may_be_taken_by(&self, user: Option<&str>) -> bool {
+        match (self.user.as_deref(), user) {
+            _ if self.authenticated => self.user.as_deref() == user,
+            (Some(saved), Some(now)) => saved == now,
+            _ => true,
+        }
+    }
 }
 
 /// Where snapshots wait for their connection to come back. One node keeps
@@ -191,6 +228,7 @@ pub(crate) enum NotRecovered {
     SessionHeld,
     SessionExpired,
     StoreUnavailable,
+    OtherUser,
 }
 
 impl NotRecovered {
@@ -201,6 +239,7 @@ impl NotRecovered {
             Self::SessionHeld => "the session is still held by a live connection",
             Self::SessionExpired => "the session expired or was already recovered",
             Self::StoreUnavailable => "the session store is unavailable",
+            Self::OtherUser => "the session belongs to another user",
         }
     }
 }
@@ -232,10 +271,13 @@ pub(crate) struct Recovered {
 }
 
 impl crate::helios::Helios {
-    /// Checks the token and takes the session snapshot out of the store.
+    /// Checks the token and takes the session snapshot out of the store,
+    /// for a connection that authenticated as `user` at its handshake (a
+    /// session of another user goes back to the store untouched).
     pub(crate) async fn take_session(
         &self,
         req: &RecoverRequest,
+        user: Option<&str>,
     ) -> Result<Recovered, NotRecovered> {
         let recovery = self
             .config()
@@ -262,6 +304,13 @@ impl crate::helios::Helios {
             }
         }
         match self.sessions().take(&claims.starling_id).await {
+            Ok(Some(snapshot)) if !snapshot.may_be_taken_by(user) => {
+                tracing::info!(conn = %claims.starling_id, "recovery refused: the session belongs to another user");
+                if let Err(e) = self.sessions().save(snapshot, recovery.ttl).await {
+                    tracing::warn!(error = %e, "session not put back after a refused recovery");
+                }
+                Err(NotRecovered::OtherUser)
+            }
             Ok(Some(snapshot)) => Ok(Recovered { snapshot }),
             Ok(None) => Err(NotRecovered::SessionExpired),
             Err(e) => {
@@ -301,6 +350,7 @@ impl crate::helios::Helios {
             rooms,
             name: conn.name(),
             user: conn.user_id(),
+            authenticated: conn.auth().is_some_and(|a| a.user_id().is_some()),
             token: conn.token(),
         };
         if let Err(e) = self.sessions().save(snapshot, recovery.ttl).await {
@@ -323,7 +373,10 @@ impl crate::helios::Helios {
         for (k, v) in snapshot.data {
             conn.set(k, v);
         }
-        if let Some(user) = snapshot.user {
+        // The handshake's user stays (take_session checked they agree).
+        if let Some(user) = snapshot.user
+            && conn.user_id().is_none()
+        {
             conn.set_user_id(user);
         }
         if let Some(token) = snapshot.token {

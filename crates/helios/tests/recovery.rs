@@ -316,6 +316,88 @@ async fn refused_tokens_start_a_fresh_session() {
     );
 }
 
+/// A recovery token is a credential for the session, not for a user: a
+/// session authenticated at its handshake goes back only to the same user,
+/// and a refused attempt leaves it in the store for its owner.
+#[tokio::test]
+async fn a_session_goes_back_only_to_its_own_user() {
+    let s = Server::start(
+        recovering_server()
+            .authenticate(|req| async move { Ok(req.query_param("as").map(helios::Auth::user)) })
+            .method("app:whoami", |ctx: Context| async move {
+                Ok::<_, MethodError>(ctx.connection().user_id())
+            })
+            .build(),
+    )
+    .await;
+    let mut alice = Raw::connect(&format!("{}?as=alice", s.url())).await;
+    let alice_id = alice.welcome["starlingId"].as_str().expect("id").to_owned();
+    assert_eq!(
+        alice.call("app:set", json!("alice's")).await["success"],
+        true
+    );
+    let t = token(&mut alice).await;
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    for (who, query) in [("bob", "&as=bob"), ("an anonymous client", "")] {
+        let mut c = Raw::connect(&format!("{}{query}", recover_url(&s, &t, None))).await;
+        assert_eq!(c.welcome["recovered"], false, "{who}: {}", c.welcome);
+        assert_eq!(
+            c.welcome["reason"], "the session belongs to another user",
+            "{who}"
+        );
+        assert_ne!(c.welcome["starlingId"], alice_id.as_str(), "{who}");
+        assert_eq!(
+            c.call("app:get", json!({})).await["data"],
+            Value::Null,
+            "{who}"
+        );
+    }
+
+    let mut back = Raw::connect(&format!("{}&as=alice", recover_url(&s, &t, None))).await;
+    assert_eq!(back.welcome["recovered"], true, "{}", back.welcome);
+    assert_eq!(back.welcome["starlingId"], alice_id.as_str());
+    assert_eq!(back.call("app:get", json!({})).await["data"], "alice's");
+    assert_eq!(back.call("app:whoami", json!({})).await["data"], "alice");
+}
+
+/// A user the app set itself (no handshake credential) comes back with an
+/// anonymous recovery, but a client that authenticated as someone else
+/// keeps its own identity and does not get the session.
+#[tokio::test]
+async fn an_app_set_user_comes_back_but_never_over_an_authenticated_one() {
+    let s = Server::start(
+        recovering_server()
+            .authenticate(|req| async move { Ok(req.query_param("as").map(helios::Auth::user)) })
+            .method("app:login", |ctx: Context| async move {
+                let user: String = serde_json::from_value(ctx.payload.clone()).unwrap_or_default();
+                ctx.connection().set_user_id(user);
+                Ok::<_, MethodError>(true)
+            })
+            .method("app:whoami", |ctx: Context| async move {
+                Ok::<_, MethodError>(ctx.connection().user_id())
+            })
+            .build(),
+    )
+    .await;
+    let mut c = Raw::connect(&s.url()).await;
+    assert_eq!(c.call("app:login", json!("carol")).await["success"], true);
+    let t = token(&mut c).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut mallory = Raw::connect(&format!("{}&as=mallory", recover_url(&s, &t, None))).await;
+    assert_eq!(mallory.welcome["recovered"], false, "{}", mallory.welcome);
+    assert_eq!(
+        mallory.call("app:whoami", json!({})).await["data"],
+        "mallory"
+    );
+
+    let mut back = reconnect(&s, &t, None).await;
+    assert_eq!(back.call("app:whoami", json!({})).await["data"], "carol");
+}
+
 #[tokio::test]
 async fn a_session_held_by_a_live_connection_is_not_recovered() {
     let s = Server::start(recovering_server().build()).await;
