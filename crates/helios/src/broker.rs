@@ -16,12 +16,10 @@
 //! [`subscribe`]: Broker::subscribe
 //! [`publish`]: Broker::publish
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -32,7 +30,7 @@ use serde_json::Value;
 /// let p = helios::StreamPosition { offset: 7, epoch: "e1".into() };
 /// assert_eq!(serde_json::to_value(&p).unwrap(), serde_json::json!({"offset": 7, "epoch": "e1"}));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StreamPosition {
     /// Offset of the last publication (0 before the first).
     pub offset: u64,
@@ -87,7 +85,9 @@ impl History {
     /// Picks the publications after `since` out of what a backend kept (in
     /// offset order), with the rules every broker shares: no `since` means
     /// just the position; another epoch, or a first kept offset past
-    /// `since + 1`, is a gap (`complete: false`).
+    /// `since + 1`, is a gap (`complete: false`). A `since` of offset 0
+    /// with no epoch (taken before the room's first publication) is read
+    /// from the start of the current epoch.
     ///
     /// ```
     /// use helios::{History, Publication, StreamPosition};
@@ -108,7 +108,11 @@ impl History {
         let (publications, complete) = match since {
             None => (Vec::new(), true),
             Some(s) if position.offset == 0 => (Vec::new(), s.offset == 0),
-            Some(s) if s.epoch != position.epoch => (Vec::new(), false),
+            // A position taken before the room's first publication has no
+            // epoch: nothing seen yet, in whichever epoch came next.
+            Some(s) if s.epoch != position.epoch && !(s.offset == 0 && s.epoch.is_empty()) => {
+                (Vec::new(), false)
+            }
             Some(s) => {
                 let pubs: Vec<Publication> = kept
                     .into_iter()
@@ -170,156 +174,4 @@ pub trait Broker: Send + Sync + 'static {
         since: Option<StreamPosition>,
         limit: usize,
     ) -> BoxFuture<'a, Result<History, BrokerError>>;
-}
-
-/// The in-memory broker of a single node: history in a ring buffer per
-/// room, delivery by direct call.
-///
-/// ```
-/// # tokio_test_block(async {
-/// use helios::{Broker, MemoryBroker, PublishOptions};
-/// let broker = MemoryBroker::new();
-/// let opts = PublishOptions { history_size: 10, history_ttl: std::time::Duration::from_secs(60) };
-/// let r = broker.publish("chat:lobby", serde_json::json!("hi"), opts).await.unwrap();
-/// assert_eq!(r.position.offset, 1);
-/// let h = broker.history("chat:lobby", None, 10).await.unwrap();
-/// assert_eq!(h.position.offset, 1);
-/// # });
-/// # fn tokio_test_block(f: impl std::future::Future<Output = ()>) {
-/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
-/// # }
-/// ```
-pub struct MemoryBroker {
-    epoch: String,
-    handler: OnceLock<Arc<dyn BrokerHandler>>,
-    rooms: Mutex<HashMap<String, RoomStream>>,
-}
-
-#[derive(Default)]
-struct RoomStream {
-    offset: u64,
-    history: VecDeque<(Instant, Publication)>,
-    /// The node subscribed to the room (interest, as a cluster broker has).
-    subscribed: bool,
-}
-
-impl Default for MemoryBroker {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl MemoryBroker {
-    /// A broker with a fresh epoch.
-    pub fn new() -> Self {
-        Self {
-            epoch: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
-            handler: OnceLock::new(),
-            rooms: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl RoomStream {
-    fn trim(&mut self, size: usize, ttl: Duration) {
-        while self.history.len() > size {
-            self.history.pop_front();
-        }
-        while self
-            .history
-            .front()
-            .is_some_and(|(at, _)| at.elapsed() > ttl)
-        {
-            self.history.pop_front();
-        }
-    }
-}
-
-impl Broker for MemoryBroker {
-    fn start(&self, handler: Arc<dyn BrokerHandler>) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let _ = self.handler.set(handler);
-        Box::pin(async { Ok(()) })
-    }
-
-    fn publish<'a>(
-        &'a self,
-        topic: &'a str,
-        data: Value,
-        opts: PublishOptions,
-    ) -> BoxFuture<'a, Result<PublishResult, BrokerError>> {
-        // Offset assignment and delivery happen under one lock, so every
-        // subscriber sees a room's publications in offset order.
-        let mut rooms = self.rooms.lock();
-        let room = rooms.entry(topic.to_owned()).or_default();
-        room.offset += 1;
-        let publication = Publication {
-            offset: room.offset,
-            epoch: self.epoch.clone(),
-            data,
-            timestamp: helios_protocol::now_ms(),
-        };
-        let delivered = match self.handler.get() {
-            Some(h) if room.subscribed => h.on_publication(topic, &publication),
-            _ => 0,
-        };
-        let position = StreamPosition {
-            offset: room.offset,
-            epoch: self.epoch.clone(),
-        };
-        if opts.history_size > 0 {
-            room.history.push_back((Instant::now(), publication));
-            room.trim(opts.history_size, opts.history_ttl);
-        }
-        drop(rooms);
-        Box::pin(async move {
-            Ok(PublishResult {
-                position,
-                delivered,
-            })
-        })
-    }
-
-    fn subscribe<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.rooms
-            .lock()
-            .entry(topic.to_owned())
-            .or_default()
-            .subscribed = true;
-        Box::pin(async { Ok(()) })
-    }
-
-    fn unsubscribe<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        let mut rooms = self.rooms.lock();
-        if let Some(room) = rooms.get_mut(topic) {
-            room.subscribed = false;
-            if room.offset == 0 {
-                rooms.remove(topic);
-            }
-        }
-        drop(rooms);
-        Box::pin(async { Ok(()) })
-    }
-
-    fn history<'a>(
-        &'a self,
-        topic: &'a str,
-        since: Option<StreamPosition>,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<History, BrokerError>> {
-        let rooms = self.rooms.lock();
-        let room = rooms.get(topic);
-        let position = StreamPosition {
-            offset: room.map_or(0, |r| r.offset),
-            epoch: self.epoch.clone(),
-        };
-        let after = since.as_ref().map_or(u64::MAX, |s| s.offset);
-        let kept = room
-            .into_iter()
-            .flat_map(|r| r.history.iter())
-            .filter(|(_, p)| p.offset > after)
-            .map(|(_, p)| p.clone());
-        let history = History::select(position, kept, since, limit);
-        drop(rooms);
-        Box::pin(async move { Ok(history) })
-    }
 }

@@ -343,6 +343,45 @@ pub async fn history_gaps(f: &dyn BrokerFactory) {
     f.cleanup(&ns).await;
 }
 
+/// A position taken before a room's first publication (offset 0, no epoch)
+/// covers what comes after it; a publication older than its history TTL is
+/// never returned, and a position behind it is a gap.
+pub async fn history_from_the_start_and_expiry(f: &dyn BrokerFactory) {
+    let ns = f.namespace();
+    let (b, _rec) = node(f, &ns).await;
+    let start = b.history("ttl:a", None, 0).await.expect("history").position;
+    assert_eq!(start, StreamPosition::default(), "no publication yet");
+    publish_n(&*b, "ttl:a", 3, 10).await;
+    let h = b
+        .history("ttl:a", Some(start.clone()), 100)
+        .await
+        .expect("history");
+    assert!(h.complete, "offset 0 is covered by offsets 1..=3");
+    assert_eq!(offsets(&h.publications), vec![1, 2, 3]);
+
+    let short = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_millis(300),
+    };
+    b.publish("ttl:b", json!({"i": 0}), short)
+        .await
+        .expect("publish");
+    let fresh = b
+        .history("ttl:b", Some(start.clone()), 100)
+        .await
+        .expect("history");
+    assert_eq!(offsets(&fresh.publications), vec![1]);
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let h = b.history("ttl:b", Some(start), 100).await.expect("history");
+    assert!(
+        h.publications.is_empty(),
+        "expired: {:?}",
+        offsets(&h.publications)
+    );
+    assert!(!h.complete, "an expired publication is a gap");
+    f.cleanup(&ns).await;
+}
+
 /// Two brokers on one backend are two nodes: each sees the other's
 /// publications, both in the same order, and offsets stay contiguous when
 /// both publish to one room at once.
@@ -426,6 +465,7 @@ pub async fn run_all(f: &dyn BrokerFactory) {
     interest_only(f).await;
     history_since(f).await;
     history_gaps(f).await;
+    history_from_the_start_and_expiry(f).await;
     two_nodes_one_order(f).await;
 }
 
@@ -438,7 +478,7 @@ macro_rules! broker_contract_tests {
     ($factory:expr) => {
         $crate::broker_contract_tests!(@case $factory,
             publish_delivers_in_order, interest_only, history_since,
-            history_gaps, two_nodes_one_order);
+            history_gaps, history_from_the_start_and_expiry, two_nodes_one_order);
     };
     (@case $factory:expr, $($case:ident),*) => {
         $(
@@ -693,7 +733,8 @@ macro_rules! cluster_contract_tests {
 #[cfg(test)]
 mod memory {
     use super::BrokerFactory;
-    use crate::broker::{Broker, MemoryBroker};
+    use crate::broker::Broker;
+    use crate::memory_broker::MemoryBroker;
     use futures_util::future::BoxFuture;
     use std::sync::Arc;
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, AuthHook, AuthRejection, HandshakeRequest};
-use crate::broker::{Broker, BrokerError, MemoryBroker};
+use crate::broker::{Broker, BrokerError};
 use crate::builtins;
 use crate::cluster::{Cluster, ClusterParts, HeliosNodeHandler};
 use crate::config::Config;
@@ -21,6 +21,7 @@ use crate::error::RegisterError;
 use crate::glob::Pattern;
 use crate::handler::{BoxFuture, EventHandler, MethodHandler, erase_event, erase_method};
 use crate::health::{HealthClock, HealthEvent};
+use crate::memory_broker::MemoryBroker;
 use crate::metrics::{Gauges, Metrics};
 use crate::middleware::Middleware;
 use crate::names::NameRegistry;

@@ -40,6 +40,7 @@ mod health;
 mod helios;
 mod hibernate;
 mod listener;
+mod memory_broker;
 mod metrics;
 mod middleware;
 mod names;
@@ -58,8 +59,8 @@ mod woken;
 
 pub use auth::{Auth, AuthRejection, HandshakeRequest};
 pub use broker::{
-    Broker, BrokerError, BrokerHandler, History, MemoryBroker, Publication, PublishOptions,
-    PublishResult, StreamPosition,
+    Broker, BrokerError, BrokerHandler, History, Publication, PublishOptions, PublishResult,
+    StreamPosition,
 };
 pub use cluster::{
     BusError, Cluster, DEFAULT_NODE_TTL, MemoryCluster, MemoryNode, NodeBus, NodeHandler,
@@ -75,6 +76,7 @@ pub use health::{HealthEvent, HealthEventKind};
 pub use helios::{Builder, Helios, Namespace};
 pub use hibernate::{HibernatingSocket, SocketReader, SocketWriter};
 pub use listener::ServeOptions;
+pub use memory_broker::{DEFAULT_POSITION_TTL, MemoryBroker};
 pub use metrics::{MessageKind, Metrics, Rejection};
 pub use middleware::{Middleware, Next};
 pub use names::MAX_NAME_LEN;
