@@ -31,6 +31,7 @@ mod payload;
 mod reliable;
 mod scan;
 mod short_str;
+mod stream;
 
 /// Topics of the notifications the protocol itself uses.
 pub mod topic {
@@ -55,3 +56,8 @@ pub use method::{
 pub use payload::Payload;
 pub use reliable::{Retry, SeenIds};
 pub use short_str::ShortStr;
+pub use stream::{
+    IncomingStream, MAX_CHUNK_BYTES, STREAM_ABORT, STREAM_CHUNK, STREAM_CREDIT, STREAM_END,
+    STREAM_OPEN, STREAM_STOP, STREAM_WINDOW, StreamError, StreamFrame, StreamInfo, StreamLink,
+    StreamWriter, Streams,
+};

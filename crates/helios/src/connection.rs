@@ -118,6 +118,8 @@ struct Extras {
     abandoned: VecDeque<RequestId>,
     /// Reliable notifications waiting for their `helios:ack`.
     acks: HashMap<String, oneshot::Sender<()>>,
+    /// Streams to and from the client, once one is opened.
+    streams: Option<helios_protocol::Streams>,
 }
 
 const ABANDONED_KEPT: usize = 32;
@@ -785,6 +787,16 @@ impl Connection {
             .get()
             .copied()
             .unwrap_or(CloseCode::Normal)
+    }
+
+    /// The connection's stream table (made at the first stream).
+    pub(crate) fn streams(&self) -> helios_protocol::Streams {
+        self.extras(|e| e.streams.get_or_insert_with(Default::default).clone())
+    }
+
+    /// The stream table, if a stream was ever opened.
+    pub(crate) fn existing_streams(&self) -> Option<helios_protocol::Streams> {
+        self.existing_extras(|e| e.streams.clone()).flatten()
     }
 
     /// Fails every server→client request still waiting (the connection ended).

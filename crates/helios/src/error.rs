@@ -94,6 +94,14 @@ impl From<serde_json::Error> for MethodError {
     }
 }
 
+/// A stream that did not complete fails the request with `STREAM_ERROR`
+/// (docs/protocol.md), so a handler can use `?` on stream calls.
+impl From<helios_protocol::StreamError> for MethodError {
+    fn from(e: helios_protocol::StreamError) -> Self {
+        Self::new(ErrorCode::from("STREAM_ERROR"), e.to_string())
+    }
+}
+
 /// Why a method, event or pattern was refused at registration.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]

@@ -54,6 +54,7 @@ mod router;
 mod server;
 mod session;
 mod socket;
+mod streams;
 mod tls;
 mod woken;
 
@@ -74,6 +75,7 @@ pub use glob::Pattern;
 pub use handler::{EventHandler, IntoEventOutcome, IntoReply, MethodHandler, Reply};
 pub use health::{HealthEvent, HealthEventKind};
 pub use helios::{Builder, Helios, Namespace};
+pub use helios_protocol::{IncomingStream, StreamError, StreamInfo, StreamWriter};
 pub use hibernate::{HibernatingSocket, SocketReader, SocketWriter};
 pub use listener::ServeOptions;
 pub use memory_broker::{DEFAULT_POSITION_TTL, MemoryBroker};

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use helios_protocol::{
     CloseCode, Codec, DecodeError, ErrorBody, ErrorCode, FrameType, Message, Notification, Request,
-    RequestId, Response, ShortStr, now_ms,
+    RequestId, Response, ShortStr, StreamFrame, now_ms,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -63,6 +63,9 @@ struct PeerHistory {
     invalid_window: (Instant, u32),
     /// `ackId`s of reliable notifications already handled.
     seen_acks: SeenIds,
+    /// Whether the client opened a stream: only then does a finished
+    /// request have streams to let go of.
+    opened_streams: bool,
 }
 
 impl Default for PeerHistory {
@@ -70,6 +73,7 @@ impl Default for PeerHistory {
         Self {
             invalid_window: (Instant::now(), 0),
             seen_acks: SeenIds::new(1024),
+            opened_streams: false,
         }
     }
 }
@@ -366,6 +370,9 @@ async fn leave(helios: &Helios, conn: &Connection, reader: &mut Reader) {
     }
     reader.inflight.abort_all();
     conn.fail_pending();
+    if let Some(streams) = conn.existing_streams() {
+        streams.close();
+    }
     conn.close(CloseCode::Normal); // no-op when a code is already set
 }
 
@@ -678,6 +685,7 @@ impl Reader {
         if self.inflight.take_request(&id).is_none() {
             return; // cancelled: already answered REQUEST_CANCELLED
         }
+        self.request_done(&id);
         let resp = match reply {
             Ok(data) => Response::ok(id, data),
             Err(e) => Response::err(id, e.into_body()),
@@ -690,11 +698,46 @@ impl Reader {
         match self.inflight.take_request(id) {
             Some(handle) => {
                 handle.abort();
+                self.request_done(id);
                 let resp = Response::error(id.clone(), code, message);
                 let _ = self.conn.send_message(&resp.into()).await;
                 true
             }
             None => false,
+        }
+    }
+
+    /// Streams the client opened for a finished request and nobody took
+    /// are stopped.
+    fn request_done(&self, id: &RequestId) {
+        if self.history.as_ref().is_some_and(|h| h.opened_streams)
+            && let Some(streams) = self.conn.existing_streams()
+        {
+            streams.request_done(id);
+        }
+    }
+
+    /// A `stream:*` frame: into the connection's stream table, which may
+    /// answer (`stream:stop`).
+    async fn on_stream_frame(&mut self, topic: &str, data: &Value) {
+        let frame = match StreamFrame::parse(topic, data) {
+            Ok(frame) => frame,
+            Err(message) => {
+                let body = ErrorBody::new(ErrorCode::INVALID_MESSAGE_FORMAT, message);
+                self.invalid(body, None).await;
+                return;
+            }
+        };
+        if matches!(frame, StreamFrame::Open { .. }) {
+            self.history.get_or_insert_with(Box::default).opened_streams = true;
+        }
+        let link = self.conn.stream_link();
+        let inflight = &self.inflight;
+        let reply = self.conn.streams().on_frame(frame, &link, |id| {
+            inflight.has_request(&RequestId::from(id))
+        });
+        if let Some(reply) = reply {
+            link.send(reply).await;
         }
     }
 
@@ -724,6 +767,10 @@ impl Reader {
             if !history.seen_acks.first_time(ack_id) {
                 return;
             }
+        }
+        if StreamFrame::is_stream_topic(&topic) {
+            self.on_stream_frame(&topic, &n.data).await;
+            return;
         }
         if topic == CANCEL_TOPIC {
             let Some(id) = n.data.get("requestId").and_then(Value::as_str) else {

@@ -296,6 +296,12 @@ impl ClientBuilder {
         shared.set_welcome(first.welcome.clone());
         tokio::spawn(supervisor.run(first, commands_rx));
 
+        let _ = shared
+            .stream_link
+            .set(Arc::new(crate::streams::StreamSender {
+                commands: commands_tx.downgrade(),
+                encoding,
+            }));
         let link = Link {
             shared,
             commands: commands_tx,

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use helios_protocol::{Encoding, Message, Notification, PeerRef, Request, RequestId, ShortStr};
+use helios_protocol::{
+    Encoding, IncomingStream, Message, Notification, PeerRef, Request, RequestId, ShortStr,
+    StreamError, StreamInfo, StreamWriter,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -577,6 +580,79 @@ impl Client {
     /// once closed).
     pub fn is_connected(&self) -> bool {
         self.shared().state() == LinkState::Open
+    }
+
+    /// Calls a method and streams data to its handler (an upload, a
+    /// file): returns the call, to await once the stream has ended, and
+    /// the stream to write. Writes wait for the server's credit.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] when the connection is closed.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let client = starling::Client::connect("ws://127.0.0.1:7700/ws").await?;
+    /// use starling::StreamInfo;
+    /// let body = std::fs::read("/etc/hostname")?;
+    /// let (call, mut upload) = client
+    ///     .request_streaming("files:upload", serde_json::json!({}), StreamInfo::file("hostname", body.len() as u64))
+    ///     .await?;
+    /// upload.write(&body).await?;
+    /// upload.end().await?;
+    /// let answer = call.await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn request_streaming(
+        &self,
+        method: impl Into<ShortStr>,
+        payload: Value,
+        info: StreamInfo,
+    ) -> Result<(PendingRequest, StreamWriter), ClientError> {
+        let call = self
+            .send_request(method, payload, RequestOptions::new())
+            .await?;
+        let link = self
+            .shared()
+            .stream_link
+            .get()
+            .cloned()
+            .ok_or(ClientError::Closed)?;
+        let writer = self
+            .shared()
+            .streams
+            .open(link, call.id(), info)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        Ok((call, writer))
+    }
+
+    /// The stream the server opened for one of this client's requests (a
+    /// download). Ask before awaiting the call: its answer ends the wait.
+    ///
+    /// # Errors
+    /// [`StreamError::NoStream`] when the request was answered without
+    /// one, [`StreamError::Closed`] when the connection closed.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let client = starling::Client::connect("ws://127.0.0.1:7700/ws").await?;
+    /// let call = client
+    ///     .send_request("files:download", serde_json::json!({"name": "users.csv"}), Default::default())
+    ///     .await?;
+    /// let file = client.incoming_stream(call.id()).await?;
+    /// let bytes = file.read_to_end(10 << 20).await?;
+    /// call.await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn incoming_stream(
+        &self,
+        request: &RequestId,
+    ) -> Result<IncomingStream, StreamError> {
+        let shared = self.shared();
+        shared
+            .streams
+            .take_incoming(request, || shared.is_pending(request))
+            .await
     }
 
     fn ensure_open(&self) -> Result<(), ClientError> {

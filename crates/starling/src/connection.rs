@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use helios_protocol::{
     Encoding, ErrorBody, ErrorCode, Message, Notification, Request, RequestId, Response,
+    StreamFrame,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -465,6 +466,29 @@ where
                     tracing::debug!(request_id = %id, "cancel for no running handler");
                 }
                 self.send(answer).await
+            }
+            Some(topic) if StreamFrame::is_stream_topic(topic) => {
+                let frame = match StreamFrame::parse(topic, &note.data) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "malformed stream frame from the server");
+                        return Ok(());
+                    }
+                };
+                let Some(link) = self.shared.stream_link.get() else {
+                    return Ok(());
+                };
+                let shared = &self.shared;
+                let reply = shared
+                    .streams
+                    .on_frame(frame, link, |id| shared.is_pending(&RequestId::from(id)));
+                match reply {
+                    Some(reply) => {
+                        self.send(crate::streams::encode(self.config.encoding, &reply))
+                            .await
+                    }
+                    None => Ok(()),
+                }
             }
             Some(ACK_TOPIC) => {
                 match note.data.get("ackId").and_then(Value::as_str) {

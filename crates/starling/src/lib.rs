@@ -75,6 +75,7 @@ mod reliable;
 mod request;
 mod session;
 mod shared;
+mod streams;
 mod subscription;
 
 pub use builder::ClientBuilder;
@@ -88,7 +89,10 @@ pub use request::{PendingRequest, RequestOptions};
 pub use session::{CloseInfo, Welcome};
 pub use subscription::Subscription;
 
-pub use helios_protocol::{Encoding, ErrorBody, ErrorCode, Notification, PeerRef, RequestId};
+pub use helios_protocol::{
+    Encoding, ErrorBody, ErrorCode, IncomingStream, Notification, PeerRef, RequestId, StreamError,
+    StreamInfo, StreamWriter,
+};
 
 /// The wire protocol crate this client speaks, re-exported.
 pub use helios_protocol as protocol;

@@ -90,6 +90,10 @@ pub(crate) struct Shared {
     seen_acks: Mutex<SeenIds>,
     state: watch::Sender<LinkState>,
     room_capacity: usize,
+    /// Streams to and from the server.
+    pub(crate) streams: helios_protocol::Streams,
+    /// How stream frames are sent (set once the command queue exists).
+    pub(crate) stream_link: std::sync::OnceLock<Arc<dyn helios_protocol::StreamLink>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -122,6 +126,8 @@ impl Shared {
             seen_acks: Mutex::new(SeenIds::new(SEEN_ACK_IDS)),
             state: watch::Sender::new(LinkState::Open),
             room_capacity: room_capacity.max(1),
+            streams: helios_protocol::Streams::new(),
+            stream_link: std::sync::OnceLock::new(),
         })
     }
 
@@ -157,8 +163,14 @@ impl Shared {
         lock(&self.pending).remove(id).map(|p| p.tx)
     }
 
+    /// Whether a request is still waiting for its answer.
+    pub(crate) fn is_pending(&self, id: &RequestId) -> bool {
+        lock(&self.pending).contains_key(id)
+    }
+
     /// Completes a pending request. Returns `false` when none had that id.
     pub(crate) fn complete(&self, id: &RequestId, outcome: Outcome) -> bool {
+        self.streams.answered(id);
         match self.take_pending(id) {
             Some(tx) => {
                 // The caller may have gone away in the meantime; that is fine.
@@ -182,6 +194,7 @@ impl Shared {
     /// stay pending, to be sent again by the next connection. Requests not
     /// written yet are still queued and unaffected.
     pub(crate) fn connection_lost(&self, generation: u64) {
+        self.streams.fail_all();
         let gone: Vec<Pending> = {
             let mut pending = lock(&self.pending);
             let ids: Vec<RequestId> = pending
@@ -441,6 +454,7 @@ impl Shared {
     pub(crate) fn set_closed(&self, info: crate::CloseInfo) {
         self.state.send_replace(LinkState::Closed(info.clone()));
         self.fail_all_pending();
+        self.streams.close();
         lock(&self.acks).clear();
         lock(&self.notifications).take();
         lock(&self.rooms).clear();
