@@ -627,7 +627,9 @@ impl Client {
     }
 
     /// The stream the server opened for one of this client's requests (a
-    /// download). Ask before awaiting the call: its answer ends the wait.
+    /// download). Ask, and read it, before awaiting the call: its answer
+    /// ends the wait, and a handler that streams more than the credit
+    /// window answers only once the stream was read.
     ///
     /// # Errors
     /// [`StreamError::NoStream`] when the request was answered without
