@@ -28,6 +28,8 @@ export type {
   RecoveredEvent,
 } from "./starling.js";
 export { StarlingError, ErrorCodes } from "./errors.js";
+export { StreamWriter, IncomingStream, STREAM_WINDOW, MAX_CHUNK_BYTES } from "./streams.js";
+export type { StreamInfo } from "./streams.js";
 export type { ErrorCode } from "./errors.js";
 export { Emitter } from "./emitter.js";
 export type { Listener } from "./emitter.js";

@@ -3,6 +3,9 @@ import { ErrorCodes, StarlingError } from "./errors.js";
 import * as wire from "./protocol.js";
 import type { Message, NotificationMessage, PeerRef, RequestMessage, ResponseMessage, StreamPosition, Welcome } from "./protocol.js";
 import { frameText, resolveWebSocket } from "./transport.js";
+import { StreamTable } from "./streams.js";
+import type { IncomingStream, StreamWriter } from "./streams.js";
+import type { StreamInfo } from "./streams.js";
 import type { SocketLike, WebSocketConstructor } from "./transport.js";
 
 /** Options of {@link Starling}. Every field is optional. */
@@ -286,6 +289,7 @@ export class Starling extends Emitter<StarlingEvents> {
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
 
   private readonly pending = new Map<string, Pending>();
+  private readonly streams = new StreamTable((topic, data) => this.sendNow(wire.notification(topic, data)));
   private readonly incoming = new Map<string, Incoming>();
   private outbox: { msg: Message; requestId?: string }[] = [];
   private readonly methods = new Map<string, MethodHandler>();
@@ -858,6 +862,7 @@ export class Starling extends Emitter<StarlingEvents> {
   }
 
   private failInFlight(err: StarlingError): void {
+    this.streams.failAll(err);
     for (const p of [...this.pending.values()]) if (p.sent) p.reject(err);
     for (const [id, inc] of this.incoming) {
       inc.done = true;
@@ -875,10 +880,59 @@ export class Starling extends Emitter<StarlingEvents> {
    * (its timeout keeps running).
    */
   request<T = unknown>(method: string, payload?: unknown, options: RequestOptions = {}): Promise<T> {
+    return this.startRequest<T>(method, payload, options).response;
+  }
+
+  /**
+   * Calls a method and streams data to its handler (an upload, a file):
+   * write to `stream`, `end()` it, then await `response`. Writes wait for
+   * the server's credit. See docs/protocol.md, "Streams".
+   *
+   * ```ts
+   * const { stream, response } = client.requestStreaming("files:put", {}, { name: "a.txt", size: 5 });
+   * await stream.write("hello");
+   * await stream.end();
+   * await response;
+   * ```
+   */
+  requestStreaming<T = unknown>(
+    method: string,
+    payload: unknown,
+    info: StreamInfo = {},
+    options: RequestOptions = {},
+  ): { response: Promise<T>; stream: StreamWriter } {
+    const { requestId, response } = this.startRequest<T>(method, payload, options);
+    return { response, stream: this.streams.open(requestId, info) };
+  }
+
+  /**
+   * Calls a method whose handler streams back to this client (a
+   * download). Read the stream before awaiting `response`: a handler that
+   * streams more than the credit window answers once it was read.
+   *
+   * ```ts
+   * const { stream, response } = client.requestWithStream("files:get", { name: "a.txt" });
+   * const bytes = await (await stream).readAll();
+   * await response;
+   * ```
+   */
+  requestWithStream<T = unknown>(
+    method: string,
+    payload?: unknown,
+    options: RequestOptions = {},
+  ): { response: Promise<T>; stream: Promise<IncomingStream> } {
+    const { requestId, response } = this.startRequest<T>(method, payload, options);
+    const stream = this.streams.take(requestId, this.pending.has(requestId));
+    // Either may settle while the caller awaits the other: not "unhandled".
+    stream.catch(() => {});
+    return { response, stream };
+  }
+
+  private startRequest<T>(method: string, payload: unknown, options: RequestOptions): { requestId: string; response: Promise<T> } {
     const requestId = wire.uuidv4();
     const timeout = options.timeout ?? this.opts.requestTimeout;
     const { signal, peer } = options;
-    return new Promise<T>((resolve, reject) => {
+    const response = new Promise<T>((resolve, reject) => {
       if (signal?.aborted) {
         reject(new StarlingError(ErrorCodes.REQUEST_CANCELLED, `request ${method} was cancelled`));
         return;
@@ -920,6 +974,7 @@ export class Starling extends Emitter<StarlingEvents> {
         entry.reject(err as StarlingError);
       }
     });
+    return { requestId, response };
   }
 
   /**
@@ -1240,6 +1295,7 @@ export class Starling extends Emitter<StarlingEvents> {
   }
 
   private onResponse(msg: ResponseMessage): void {
+    if (msg.requestId !== undefined) this.streams.answered(msg.requestId);
     const p = msg.requestId === undefined ? undefined : this.pending.get(msg.requestId);
     if (!p) {
       if (!msg.success && msg.error) {
@@ -1257,6 +1313,9 @@ export class Starling extends Emitter<StarlingEvents> {
 
   private onNotification(msg: NotificationMessage): void {
     const n = msg.notification;
+    if (n.topic?.startsWith("stream:") && msg.peer === undefined) {
+      return this.streams.onFrame(n.topic, n.data, (id) => this.pending.has(id));
+    }
     if (n.topic === wire.ACK_TOPIC && msg.peer === undefined) {
       const ackId = (n.data as { ackId?: unknown } | null)?.ackId;
       if (typeof ackId === "string") this.unacked.get(ackId)?.resolve();

@@ -7,7 +7,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { sleep, startHelios, startProxy } from "./helpers/server.mjs";
+import { sleep, startFileDrop, startHelios, startProxy } from "./helpers/server.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const pkgRoot = path.resolve(here, "..");
@@ -39,6 +39,7 @@ function startStatic() {
 
 describe("browser (headless Chromium)", { timeout: 45 * 60_000 }, () => {
   let server;
+  let fileDrop;
   let proxy;
   let web;
   let base;
@@ -48,6 +49,7 @@ describe("browser (headless Chromium)", { timeout: 45 * 60_000 }, () => {
 
   before(async () => {
     server = await startHelios({ recovery: true });
+    fileDrop = await startFileDrop();
     proxy = await startProxy(server.port);
     web = await startStatic();
     base = `http://127.0.0.1:${web.address().port}`;
@@ -78,6 +80,7 @@ describe("browser (headless Chromium)", { timeout: 45 * 60_000 }, () => {
     await proxy?.close();
     await new Promise((r) => (web ? web.close(() => r()) : r()));
     await server?.stop();
+    await fileDrop?.stop();
   });
 
   /** Opens the test page as client `who`, connected to `url`. */
@@ -104,6 +107,39 @@ describe("browser (headless Chromium)", { timeout: 45 * 60_000 }, () => {
   }
 
   const failHelp = () => `\npage logs:\n${pageLogs.slice(-30).join("\n")}`;
+
+  test("a page uploads a file as a stream and downloads it back", { timeout: 60_000 }, async () => {
+    const { page } = await openPage("files", fileDrop.url);
+    try {
+      const out = await page.evaluate(async () => {
+        const body = new Uint8Array(300_001);
+        for (let i = 0; i < body.length; i++) body[i] = (i * 7 + (i >> 8)) & 0xff;
+        const up = client.requestStreaming("files:put", {}, { name: "from-browser.bin", size: body.length });
+        await up.stream.write(body);
+        await up.stream.end();
+        const stored = await up.response;
+        const down = client.requestWithStream("files:get", { name: "from-browser.bin" });
+        const file = await down.stream;
+        const got = await file.readAll();
+        await down.response;
+        const same = got.length === body.length && got.every((b, i) => b === body[i]);
+        log("uploaded", stored, "downloaded", got.length, "same", same);
+        return { stored, name: file.name, size: file.size, same };
+      });
+      assert.deepEqual(out, {
+        stored: { name: "from-browser.bin", bytes: 300_001 },
+        name: "from-browser.bin",
+        size: 300_001,
+        same: true,
+      });
+      await shot(page, "streams");
+    } catch (e) {
+      e.message += failHelp();
+      throw e;
+    } finally {
+      await page.close();
+    }
+  });
 
   test("a page connects and makes requests", { timeout: 60_000 }, async () => {
     const { page, welcome } = await openPage("solo", server.url);

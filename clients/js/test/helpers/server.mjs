@@ -16,27 +16,43 @@ export const heliosBin = process.env.HELIOS_BIN ?? path.join(repoRoot, "target",
 /** A secret for the recovery tests (at least 32 bytes). */
 export const RECOVERY_SECRET = "starling-js-tests-recovery-secret-0123456789abcdef";
 
-let built = false;
+const built = new Set();
 
 /**
  * Builds the server with `cargo build --release --bin helios` (a no-op when
  * it is up to date). Throws with cargo's output when the build fails.
  */
 export function buildHelios() {
-  if (built || process.env.HELIOS_BIN) return;
+  if (process.env.HELIOS_BIN) return;
+  cargoBuild(["--bin", "helios"], heliosBin);
+}
+
+/** The file drop example server (streams), built on first use. */
+export const fileDropBin = path.join(repoRoot, "target", "release", "example-file-drop");
+
+function cargoBuild(what, bin) {
+  const key = what.join(" ");
+  if (built.has(key)) return;
   const timeoutMs = Number(process.env.HELIOS_BUILD_TIMEOUT_MS ?? 40 * 60_000);
-  const r = spawnSync("cargo", ["build", "--release", "--bin", "helios"], {
+  const r = spawnSync("cargo", ["build", "--release", ...what], {
     cwd: repoRoot,
     encoding: "utf8",
     timeout: timeoutMs,
     stdio: ["ignore", "pipe", "pipe"],
   });
   if (r.error) throw new Error(`cargo build failed to run: ${r.error.message}`);
-  if (r.status !== 0 || !existsSync(heliosBin)) {
+  if (r.status !== 0 || !existsSync(bin)) {
     const out = `${r.stdout ?? ""}${r.stderr ?? ""}`.trim().split("\n").slice(-25).join("\n");
-    throw new Error(`cargo build --release --bin helios failed (status ${r.status}):\n${out}`);
+    throw new Error(`cargo build --release ${key} failed (status ${r.status}):\n${out}`);
   }
-  built = true;
+  built.add(key);
+}
+
+/** Starts the file drop example on a free port (see examples/file-drop). */
+export async function startFileDrop() {
+  cargoBuild(["-p", "example-file-drop"], fileDropBin);
+  const port = await freePort();
+  return spawnServer(fileDropBin, ["--bind", `127.0.0.1:${port}`], { ...process.env, RUST_LOG: "warn" }, port, "example-file-drop");
 }
 
 /** A free TCP port on 127.0.0.1. */
@@ -86,7 +102,12 @@ export async function startHelios(opts = {}) {
     writeFileSync(file, opts.config);
     args.push("--config", file);
   }
-  const child = spawn(heliosBin, args, {
+  return spawnServer(heliosBin, args, env, port, "helios");
+}
+
+/** Spawns a server and waits (at most 20 s) until it accepts connections on `port`. */
+async function spawnServer(bin, args, env, port, what) {
+  const child = spawn(bin, args, {
     cwd: repoRoot,
     env,
     stdio: ["ignore", "pipe", "pipe"],
@@ -103,10 +124,10 @@ export async function startHelios(opts = {}) {
   });
   const deadline = Date.now() + 20_000;
   while (!(await canConnect(port))) {
-    if (exited) throw new Error(`helios exited (${JSON.stringify(exited)}) before listening:\n${log}`);
+    if (exited) throw new Error(`${what} exited (${JSON.stringify(exited)}) before listening:\n${log}`);
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
-      throw new Error(`helios did not listen on 127.0.0.1:${port} within 20 s:\n${log}`);
+      throw new Error(`${what} did not listen on 127.0.0.1:${port} within 20 s:\n${log}`);
     }
     await sleep(50);
   }
