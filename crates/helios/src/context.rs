@@ -40,6 +40,9 @@ pub(crate) struct Meta {
     pub(crate) request_id: Option<RequestId>,
     pub(crate) peer: Option<PeerRef>,
     pub(crate) timestamp: u64,
+    /// Runs in the connection's reader (an ordered method): nothing else
+    /// is read meanwhile, so no stream can arrive for it.
+    pub(crate) in_reader: bool,
 }
 
 impl<T> Context<T> {

@@ -649,6 +649,7 @@ impl Reader {
                 request_id: Some(req.id),
                 peer: req.peer,
                 timestamp: req.timestamp,
+                in_reader: inline,
             },
         };
         if inline {
@@ -819,6 +820,7 @@ impl Reader {
                     request_id: None,
                     peer: n.peer.clone(),
                     timestamp: n.timestamp,
+                    in_reader: false,
                 },
             };
             let conn_id = self.conn.id_arc();

@@ -47,7 +47,10 @@ impl<T> Context<T> {
     ///
     /// # Errors
     /// [`StreamError::NotARequest`] in a notification handler,
-    /// [`StreamError::Closed`] when the connection closed.
+    /// [`StreamError::NoStream`] at once in an
+    /// [ordered](crate::MethodOptions::ordered) method (the connection reads
+    /// nothing else while it runs), [`StreamError::Closed`] when the
+    /// connection closed.
     ///
     /// ```
     /// use helios::{Context, MethodError};
@@ -63,7 +66,11 @@ impl<T> Context<T> {
     /// ```
     pub async fn stream(&self) -> Result<IncomingStream, StreamError> {
         let id = self.request_id().ok_or(StreamError::NotARequest)?;
-        self.connection().streams().take_incoming(id, || true).await
+        let may_come = !self.meta.in_reader;
+        self.connection()
+            .streams()
+            .take_incoming(id, || may_come)
+            .await
     }
 
     /// Opens a stream to the caller for this request (a download): write

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::{Raw, Server, notification, request, uuid};
-use helios::{Context, Helios, MethodError, StreamError, StreamInfo};
+use helios::{Context, Helios, MethodError, MethodOptions, StreamError, StreamInfo};
 use helios_protocol::{Encoding, MAX_CHUNK_BYTES, STREAM_WINDOW};
 use serde_json::{Value, json};
 
@@ -61,6 +61,15 @@ fn server() -> Helios {
         .method("files:none", |_ctx: Context| async move {
             Ok::<_, MethodError>(json!("no stream"))
         })
+        .method_with(
+            "files:ordered",
+            |ctx: Context| async move {
+                // Runs in the reader: no stream can arrive; fails at once.
+                ctx.stream().await?;
+                Ok::<_, MethodError>(json!("unreachable"))
+            },
+            MethodOptions::new().ordered(),
+        )
         .build()
 }
 
@@ -131,6 +140,22 @@ async fn asking_for_a_stream_the_answer_came_without_fails_at_once() {
         .await
         .expect("does not hang");
     assert_eq!(got.err(), Some(StreamError::NoStream));
+
+    // An ordered method cannot get a stream: it says so at once instead of
+    // waiting for its timeout.
+    let started = std::time::Instant::now();
+    let err = c
+        .request("files:ordered", json!({}))
+        .await
+        .expect_err("no stream");
+    let starling::ClientError::Server(body) = err else {
+        panic!("a server error: {err:?}")
+    };
+    assert_eq!(body.code.as_str(), "STREAM_ERROR");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not the 5 s timeout"
+    );
 }
 
 #[tokio::test]
