@@ -92,6 +92,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "HELIOS_RECOVERY_SECRET", hide_env_values = true)]
     pub(crate) recovery_secret: Option<String>,
 
+    /// Key of the server HTTP API (`POST /api/publish`, ...; at least 16
+    /// bytes): backends publish with `Authorization: apikey KEY`. Without
+    /// it the API is off.
+    #[arg(long, env = "HELIOS_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
+
     /// How long a dropped session waits for its client, in seconds (300).
     #[arg(long, env = "HELIOS_RECOVERY_TTL_SECS")]
     pub(crate) recovery_ttl_secs: Option<u64>,

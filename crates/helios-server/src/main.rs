@@ -1,5 +1,6 @@
 //! `helios serve`: a Helios node that needs no Rust code.
 
+mod api;
 mod backend;
 mod broker;
 mod cli;
@@ -326,6 +327,9 @@ async fn serve(s: Settings) -> Result<(), String> {
         helios
             .router()
             .merge(console::routes(helios.clone(), s.console, s.tls.is_some()));
+    if let Some(key) = &s.api_key {
+        router = router.merge(api::routes(helios.clone(), key.clone()));
+    }
     if !s.allowed_origins.is_empty() {
         router = router.layer(axum::middleware::from_fn_with_state(
             Arc::new(s.allowed_origins.clone()),

@@ -107,6 +107,12 @@ struct FileRecovery {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileApi {
+    key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileHealth {
     ping_interval_secs: Option<u64>,
     max_missed_pongs: Option<u32>,
@@ -135,6 +141,8 @@ struct FileConfig {
     limits: FileLimits,
     #[serde(default)]
     recovery: FileRecovery,
+    #[serde(default)]
+    api: FileApi,
     #[serde(default)]
     health: FileHealth,
     #[serde(default)]
@@ -198,6 +206,8 @@ pub(crate) struct Settings {
     pub(crate) rooms_default: Option<RoomSection>,
     /// Session recovery: the token secret and the session TTL.
     pub(crate) recovery: Option<(String, Duration)>,
+    /// The key of the server HTTP API (`/api/*`); off without one.
+    pub(crate) api_key: Option<String>,
     /// Health-check ping interval (`None`: off) and missed pongs allowed.
     pub(crate) ping_interval: Option<Duration>,
     pub(crate) max_missed_pongs: u32,
@@ -264,6 +274,7 @@ struct Overrides {
     allowed_origins: Option<Vec<String>>,
     recovery_secret: Option<String>,
     recovery_ttl_secs: Option<u64>,
+    api_key: Option<String>,
     ping_interval_secs: Option<u64>,
     max_missed_pongs: Option<u32>,
 }
@@ -307,6 +318,7 @@ impl Overrides {
             allowed_origins: a.allowed_origins.clone(),
             recovery_secret: a.recovery_secret.clone(),
             recovery_ttl_secs: a.recovery_ttl_secs,
+            api_key: a.api_key.clone(),
             ping_interval_secs: a.ping_interval_secs,
             max_missed_pongs: a.max_missed_pongs,
         }
@@ -640,6 +652,19 @@ fn resolve(o: Overrides, f: FileConfig, dir: Option<&Path>) -> Result<Settings, 
         Some(secret) => Some((secret, Duration::from_secs(recovery_ttl_secs))),
         None => None,
     };
+    let api_key = match o.api_key.or(f.api.key) {
+        Some(key) if key.len() < crate::api::MIN_KEY_LEN => {
+            return Err(bad(
+                "api.key",
+                format!(
+                    "must be at least {} bytes (got {}); set it with --api-key or HELIOS_API_KEY",
+                    crate::api::MIN_KEY_LEN,
+                    key.len()
+                ),
+            ));
+        }
+        key => key,
+    };
     let ping_secs = range(
         "health.ping_interval_secs",
         o.ping_interval_secs
@@ -688,6 +713,7 @@ fn resolve(o: Overrides, f: FileConfig, dir: Option<&Path>) -> Result<Settings, 
         rooms: f.rooms,
         rooms_default: f.rooms_default,
         recovery,
+        api_key,
         ping_interval: (ping_secs > 0).then(|| Duration::from_secs(ping_secs)),
         max_missed_pongs,
     })

@@ -50,6 +50,8 @@ pattern = "user:*"
 subscribe = "claim"
 [rooms_default]
 subscribe = "nobody"
+[api]
+key = "0123456789abcdef"
 "#,
     );
     let (ok, text) = check(&file);
@@ -64,6 +66,7 @@ fn config_check_names_the_bad_key() {
         ("[limits]\nmax_connections = 0", "limits.max_connections"),
         ("[[rooms]]\npattern = \"chat:*x\"", "rooms[0].pattern"),
         ("[auth]\njwt_secret = \"short\"", "auth.jwt_secret"),
+        ("[api]\nkey = \"short\"", "api.key"),
         ("[backend]\nurl = \"ftp://x\"", "backend.url"),
         ("reqest_timeout_ms = 5", "reqest_timeout_ms"),
         ("request_timeout_ms = \"fast\"", "request_timeout_ms"),
@@ -698,4 +701,113 @@ async fn recovery_from_the_environment() {
     let c = recovered.expect("recovered");
     assert_eq!(c.welcome["starlingId"], id);
     assert_eq!(c.welcome["rooms"], json!(["news:1"]));
+}
+
+/// The server HTTP API publishes where clients may not, reports per room,
+/// and refuses a wrong key or a bad body with a JSON error.
+#[tokio::test]
+async fn the_http_api_publishes_to_rooms_clients_may_not_publish_to() {
+    const KEY: &str = "api-key-0123456789abcdef";
+    let file = write_temp(
+        "api.toml",
+        b"[[rooms]]\npattern = \"news:*\"\npublish = \"nobody\"\n",
+    );
+    let node = Node::start(&["--config", file.to_str().expect("utf8"), "--api-key", KEY]);
+    let mut reader = connect(&node.ws_url()).await;
+    let r = reader
+        .call("helios:subscribe", json!({"topic": "news:today"}))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let r = reader
+        .call("helios:publish", json!({"topic": "news:today", "data": 0}))
+        .await;
+    assert_eq!(r["error"]["code"], "FORBIDDEN", "clients may not: {r}");
+
+    let auth = [("authorization", "apikey api-key-0123456789abcdef")];
+    let (status, body) = http_post(
+        node.addr,
+        "/api/publish",
+        &auth,
+        r#"{"topic": "news:today", "data": {"headline": "hi"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer["offset"], 1, "{answer}");
+    assert_eq!(answer["delivered"], 1, "{answer}");
+    let got = reader.next_json().await;
+    assert_eq!(got["notification"]["topic"], "news:today", "{got}");
+    assert_eq!(got["notification"]["data"], json!({"headline": "hi"}));
+
+    let (status, body) = http_post(
+        node.addr,
+        "/api/broadcast",
+        &[("authorization", "Bearer api-key-0123456789abcdef")],
+        r#"{"topics": ["news:today", "bad topic"], "data": 2}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer["results"][0]["offset"], 2, "{answer}");
+    assert_eq!(
+        answer["results"][1]["error"]["code"], "INVALID_PAYLOAD",
+        "{answer}"
+    );
+    assert_eq!(reader.next_json().await["notification"]["data"], 2);
+
+    let (status, body) = http_post(
+        node.addr,
+        "/api/presence",
+        &auth,
+        r#"{"topic": "news:today"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer["count"], 1, "{answer}");
+
+    for (headers, body, want, code) in [
+        (
+            &[("authorization", "apikey wrong-key-0123456789")][..],
+            r#"{"topic":"news:a","data":1}"#,
+            401,
+            "UNAUTHORIZED",
+        ),
+        (
+            &[][..],
+            r#"{"topic":"news:a","data":1}"#,
+            401,
+            "UNAUTHORIZED",
+        ),
+        (&auth[..], "not json", 400, "INVALID_PAYLOAD"),
+        (&auth[..], r#"{"topic":"news:a"}"#, 400, "INVALID_PAYLOAD"),
+        (
+            &auth[..],
+            r#"{"topic":"news:a","data":1,"extra":true}"#,
+            400,
+            "INVALID_PAYLOAD",
+        ),
+        (
+            &auth[..],
+            r#"{"topic":"","data":1}"#,
+            400,
+            "INVALID_PAYLOAD",
+        ),
+    ] {
+        let (status, text) = http_post(node.addr, "/api/publish", headers, body).await;
+        assert_eq!(status, want, "{body}: {text}");
+        let answer: Value = serde_json::from_str(&text).expect("a JSON error");
+        assert_eq!(answer["error"]["code"], code, "{body}: {text}");
+    }
+
+    // Without a key the API does not exist.
+    let plain = Node::start(&[]);
+    let (status, _) = http_post(
+        plain.addr,
+        "/api/publish",
+        &auth,
+        r#"{"topic":"a","data":1}"#,
+    )
+    .await;
+    assert_eq!(status, 404);
 }

@@ -86,7 +86,7 @@ pub use ratelimit::RateLimit;
 pub use relay::{RelayDecision, RelayRequest};
 pub use reliable::{ACK_TOPIC, Retry};
 pub use rooms::{
-    Access, MAX_TOPIC_LEN, RoomAction, RoomEvent, RoomEventKind, RoomRequest, RoomRule,
+    Access, MAX_TOPIC_LEN, RoomAction, RoomEvent, RoomEventKind, RoomRequest, RoomRule, check_topic,
 };
 pub use router::MethodOptions;
 pub use server::{UpgradeRejection, accept_key, websocket_builder};

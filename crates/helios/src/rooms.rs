@@ -198,8 +198,16 @@ impl RoomRules {
     }
 }
 
-/// Checks a room name: 1 to 256 printable characters without spaces.
-pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
+/// Checks a room name: 1 to 256 printable characters without spaces or `*`.
+///
+/// ```
+/// assert!(helios::check_topic("chat:lobby").is_ok());
+/// assert!(helios::check_topic("two words").is_err());
+/// ```
+///
+/// # Errors
+/// What is wrong with the name.
+pub fn check_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
         return Err(format!("topic must be 1 to {MAX_TOPIC_LEN} bytes"));
     }

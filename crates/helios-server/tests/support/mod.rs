@@ -314,11 +314,39 @@ pub async fn http_on<S: AsyncRead + AsyncWrite + Unpin>(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    http_with_body(s, addr, method, path, headers, "").await
+}
+
+/// A POST of a JSON body over a fresh connection; `(status, body)`.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("tcp connect");
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    http_with_body(&mut s, addr, "POST", path, &all, body).await
+}
+
+async fn http_with_body<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        req.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
+    req.push_str(body);
     s.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await;
