@@ -120,6 +120,8 @@ struct Extras {
     acks: HashMap<String, oneshot::Sender<()>>,
     /// Streams to and from the client, once one is opened.
     streams: Option<helios_protocol::Streams>,
+    /// The connection took over a dropped session (recovery).
+    recovered: bool,
 }
 
 const ABANDONED_KEPT: usize = 32;
@@ -781,12 +783,27 @@ impl Connection {
         }
     }
 
-    pub(crate) fn close_code(&self) -> CloseCode {
+    /// The code the server closed the connection with, for an
+    /// `on_disconnect` hook (e.g. `SlowConsumer`, `PingTimeout`,
+    /// `RateLimited`); `Normal` while it is open, and when the client
+    /// closed it or the network dropped.
+    pub fn close_code(&self) -> CloseCode {
         self.inner
             .close_code
             .get()
             .copied()
             .unwrap_or(CloseCode::Normal)
+    }
+
+    /// Whether this connection took over a dropped session (session
+    /// recovery): its id, data, rooms and name are the old ones. Known from
+    /// the `on_connect` hooks on.
+    pub fn is_recovered(&self) -> bool {
+        self.existing_extras(|e| e.recovered).unwrap_or(false)
+    }
+
+    pub(crate) fn mark_recovered(&self) {
+        self.extras(|e| e.recovered = true);
     }
 
     /// The connection's stream table (made at the first stream).

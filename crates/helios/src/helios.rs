@@ -271,7 +271,20 @@ impl Builder {
         self
     }
 
-    /// Registers a method handler.
+    /// Registers a method handler. A name with `*` segments is a pattern
+    /// (`*` one segment, `**` any): `gateway:**` answers every method under
+    /// `gateway:` that has no handler of its own ([`Context::method`] is
+    /// the name called). Patterns are tried in registration order.
+    ///
+    /// ```
+    /// use helios::{Context, Helios, MethodError};
+    /// let helios = Helios::builder()
+    ///     .method("gateway:**", |ctx: Context| async move {
+    ///         Ok::<_, MethodError>(format!("would route {}", ctx.method()))
+    ///     })
+    ///     .build();
+    /// # drop(helios);
+    /// ```
     ///
     /// # Panics
     /// When the name is reserved, invalid, or already taken; use

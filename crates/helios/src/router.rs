@@ -74,6 +74,9 @@ pub(crate) struct RouteTable {
     methods: Methods,
     exact_events: HashMap<String, Vec<ErasedEvent>>,
     pattern_events: Vec<(Pattern, ErasedEvent)>,
+    /// Methods registered under a pattern (`gateway:**`), tried in
+    /// registration order when no exact name matches.
+    pattern_methods: Vec<(Pattern, Route)>,
     middleware: Vec<(Pattern, Arc<dyn Middleware>)>,
     fallback: Option<ErasedMethod>,
 }
@@ -89,12 +92,35 @@ impl RouteTable {
         if is_reserved(name) {
             return Err(RegisterError::Reserved(name.to_owned()));
         }
+        if name.contains('*') {
+            return self.add_method_pattern(name, handler, opts);
+        }
         mode.check_method(name)
             .map_err(|reason| RegisterError::InvalidName {
                 name: name.to_owned(),
                 reason,
             })?;
         self.add_builtin(name, handler, opts)
+    }
+
+    fn add_method_pattern(
+        &mut self,
+        name: &str,
+        handler: ErasedMethod,
+        opts: MethodOptions,
+    ) -> Result<(), RegisterError> {
+        let pattern = Pattern::new(name)?;
+        if self.pattern_methods.iter().any(|(p, _)| p == &pattern) {
+            return Err(RegisterError::Duplicate(name.to_owned()));
+        }
+        let route = Route {
+            handler,
+            chain: Arc::from(Vec::new()),
+            timeout: opts.timeout,
+            inline: opts.ordered,
+        };
+        self.pattern_methods.push((pattern, route));
+        Ok(())
     }
 
     /// Registers without the reserved-namespace check (built-ins only).
@@ -175,11 +201,17 @@ impl RouteTable {
         self.methods.get(name)
     }
 
-    /// The chain for a method nobody registered: the fallback (e.g. the
-    /// HTTP backend) behind the matching middleware.
-    pub(crate) fn fallback(&self, name: &str) -> Option<Next> {
+    /// A method with no exact route: the first pattern route that matches
+    /// it, else the fallback (e.g. the HTTP backend), behind the
+    /// middleware that matches the name called. With its timeout and
+    /// whether it runs in order.
+    pub(crate) fn resolve_unlisted(&self, name: &str) -> Option<(Next, Option<Duration>, bool)> {
+        if let Some((_, route)) = self.pattern_methods.iter().find(|(p, _)| p.matches(name)) {
+            let next = Next::new(self.chain_for(name), route.handler.clone());
+            return Some((next, route.timeout, route.inline));
+        }
         let handler = self.fallback.clone()?;
-        Some(Next::new(self.chain_for(name), handler))
+        Some((Next::new(self.chain_for(name), handler), None, false))
     }
 
     pub(crate) fn events(&self, topic: &str) -> Vec<ErasedEvent> {

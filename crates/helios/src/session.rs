@@ -391,6 +391,7 @@ impl crate::helios::Helios {
             tracing::debug!(conn = %conn.id(), %name, "recovered name held by another connection");
         }
         conn.mark_recoverable();
+        conn.mark_recovered();
         conn.begin_recovery();
         let mut missed = Vec::new();
         let mut replay = Vec::new();

@@ -622,8 +622,8 @@ impl Reader {
         let router = self.helios.routes();
         let (next, route_timeout, inline) = match router.method(&req.method) {
             Some(route) => (route.next(), route.timeout, route.inline),
-            None => match router.fallback(&req.method) {
-                Some(next) => (next, None, false),
+            None => match router.resolve_unlisted(&req.method) {
+                Some(found) => found,
                 None => {
                     let resp = Response::error(
                         req.id,

@@ -569,3 +569,52 @@ async fn long_and_short_ids_and_method_names_come_back_unchanged() {
         }
     }
 }
+
+/// A method registered under a pattern answers every name it matches that
+/// has no handler of its own, behind the middleware matching the name
+/// called; built-ins and exact names come first.
+#[tokio::test]
+async fn pattern_methods_answer_what_has_no_exact_route() {
+    let helios = Helios::builder()
+        .middleware(
+            "gateway:secret:*",
+            |_ctx: Context, _next: Next| async move {
+                Err::<Value, _>(MethodError::new(ErrorCode::FORBIDDEN, "not this one"))
+            },
+        )
+        .method("gateway:**", |ctx: Context| async move {
+            Ok::<_, MethodError>(json!({ "routed": ctx.method(), "payload": ctx.payload }))
+        })
+        .method("gateway:status", |_ctx: Context| async move {
+            Ok::<_, MethodError>(json!("exact"))
+        })
+        .build();
+    let s = Server::start(helios).await;
+    let mut c = Raw::connect(&s.url()).await;
+    let r = c.call("gateway:users:list", json!({"page": 2})).await;
+    assert_eq!(
+        r["data"],
+        json!({"routed": "gateway:users:list", "payload": {"page": 2}}),
+        "{r}"
+    );
+    assert_eq!(c.call("gateway:status", json!({})).await["data"], "exact");
+    let r = c.call("gateway:secret:key", json!({})).await;
+    assert_eq!(
+        r["error"]["code"], "FORBIDDEN",
+        "middleware of the called name: {r}"
+    );
+    let r = c.call("other:thing", json!({})).await;
+    assert_eq!(r["error"]["code"], "METHOD_NOT_FOUND", "{r}");
+    assert_eq!(c.call("system:ping", json!({})).await["success"], true);
+
+    for (name, what) in [("system:**", "reserved"), ("gate*:x", "pattern")] {
+        let err = Helios::builder()
+            .try_method(name, |_ctx: Context| async move { Ok::<_, MethodError>(1) })
+            .err()
+            .unwrap_or_else(|| panic!("{name} must be refused"));
+        assert!(
+            err.to_string().to_lowercase().contains(what),
+            "{name}: {err}"
+        );
+    }
+}

@@ -528,3 +528,56 @@ async fn only_connections_holding_a_token_leave_a_session() {
         "only the token holder's session is kept"
     );
 }
+
+/// Hooks tell a recovered session from a new one, and how a connection
+/// was closed.
+#[tokio::test]
+async fn hooks_see_recovery_and_the_close_code() {
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let (on_open, on_close) = (seen.clone(), seen.clone());
+    let s = Server::start(
+        recovering_server()
+            .on_connect(move |conn| {
+                let seen = on_open.clone();
+                async move {
+                    seen.lock()
+                        .push(format!("open recovered={}", conn.is_recovered()))
+                }
+            })
+            .on_disconnect(move |conn| {
+                let seen = on_close.clone();
+                async move { seen.lock().push(format!("close {:?}", conn.close_code())) }
+            })
+            .method("app:kick", |ctx: Context| async move {
+                ctx.connection()
+                    .close(helios_protocol::CloseCode::PolicyViolation);
+                Ok::<_, MethodError>(true)
+            })
+            .build(),
+    )
+    .await;
+    let mut c = Raw::connect(&s.url()).await;
+    let t = token(&mut c).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut back = reconnect(&s, &t, None).await;
+    back.send_json(&common::request(&common::uuid(), "app:kick", json!({})))
+        .await;
+    assert_eq!(back.closed().await, Some(1008));
+    drop(back);
+    for _ in 0..100 {
+        if seen.lock().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        *seen.lock(),
+        vec![
+            "open recovered=false".to_owned(),
+            "close Normal".to_owned(),
+            "open recovered=true".to_owned(),
+            "close PolicyViolation".to_owned(),
+        ]
+    );
+}
