@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::context::Context;
 use crate::error::MethodError;
-use crate::handler::erase_method;
+use crate::handler::{ErasedMethod, erase_method};
 use crate::names::{Claim, check_name};
 use crate::router::{MethodOptions, RouteTable};
 
@@ -116,15 +116,34 @@ async fn get_token(ctx: Context<Value>) -> Result<Value, MethodError> {
     Ok(json!({ "token": token, "expiresIn": recovery.ttl.as_secs() }))
 }
 
-pub(crate) fn register(routes: &mut RouteTable, recovery: bool) {
-    if recovery
-        && let Err(e) = routes.add_builtin(
+/// Registers a built-in, and in permissive mode its dotted name too
+/// (`helios.subscribe`, `system.ping`: the newer Bun Helios's names).
+fn add(
+    routes: &mut RouteTable,
+    name: &str,
+    handler: ErasedMethod,
+    opts: MethodOptions,
+    dotted: bool,
+) {
+    let alias = name.replace(':', ".");
+    if dotted && let Err(e) = routes.add_builtin(&alias, handler.clone(), opts.clone()) {
+        tracing::error!("built-in {alias} not registered: {e}");
+    }
+    // Built-in names are fixed and registered first: a clash is our bug.
+    if let Err(e) = routes.add_builtin(name, handler, opts) {
+        tracing::error!("built-in {name} not registered: {e}");
+    }
+}
+
+pub(crate) fn register(routes: &mut RouteTable, recovery: bool, dotted: bool) {
+    if recovery {
+        add(
+            routes,
             "starling:getToken",
             erase_method(get_token),
             MethodOptions::new(),
-        )
-    {
-        tracing::error!("built-in starling:getToken not registered: {e}");
+            dotted,
+        );
     }
     let builtins = [
         ("system:ping", erase_method(ping)),
@@ -138,10 +157,13 @@ pub(crate) fn register(routes: &mut RouteTable, recovery: bool) {
     for (name, handler) in builtins {
         // Built-ins are short and their order matters (subscribe before
         // publish, publications in order): they run in line.
-        // Built-in names are fixed and registered first: a clash is our bug.
-        if let Err(e) = routes.add_builtin(name, handler, MethodOptions::new().ordered()) {
-            tracing::error!("built-in {name} not registered: {e}");
-        }
+        add(
+            routes,
+            name,
+            handler,
+            MethodOptions::new().ordered(),
+            dotted,
+        );
     }
 }
 
@@ -180,12 +202,12 @@ async fn refresh(ctx: Context<RefreshArgs>) -> Result<Value, MethodError> {
     Ok(json!({ "user": conn.user_id(), "expiresAt": expires_at }))
 }
 
-pub(crate) fn register_refresh(routes: &mut RouteTable) {
-    if let Err(e) = routes.add_builtin(
+pub(crate) fn register_refresh(routes: &mut RouteTable, dotted: bool) {
+    add(
+        routes,
         "helios:refresh",
         erase_method(refresh),
         MethodOptions::new(),
-    ) {
-        tracing::error!("built-in helios:refresh not registered: {e}");
-    }
+        dotted,
+    );
 }

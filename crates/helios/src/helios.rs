@@ -410,9 +410,10 @@ impl Builder {
 
     /// Finishes the server.
     pub fn build(mut self) -> Helios {
-        builtins::register(&mut self.routes, self.config.recovery.is_some());
+        let dotted = self.config.parse_mode == ParseMode::Permissive;
+        builtins::register(&mut self.routes, self.config.recovery.is_some(), dotted);
         if self.auth.is_some() {
-            builtins::register_refresh(&mut self.routes);
+            builtins::register_refresh(&mut self.routes, dotted);
         }
         self.routes.finish();
         Helios {

@@ -618,3 +618,28 @@ async fn pattern_methods_answer_what_has_no_exact_route() {
         );
     }
 }
+
+/// In permissive mode the built-ins also answer to their dotted names, as
+/// the newer Bun Helios called them; strict mode keeps the spec's names.
+#[tokio::test]
+async fn permissive_mode_answers_the_dotted_builtin_names() {
+    let s = Server::start(
+        Helios::builder()
+            .parse_mode(helios_protocol::ParseMode::Permissive)
+            .build(),
+    )
+    .await;
+    let mut c = Raw::connect(&s.url()).await;
+    assert_eq!(c.call("system.ping", json!({})).await["data"]["pong"], true);
+    let r = c.call("helios.subscribe", json!({"topic": "chat:x"})).await;
+    assert_eq!(r["data"]["subscribed"], true, "{r}");
+    let r = c
+        .call("helios.publish", json!({"topic": "chat:x", "data": 1}))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+
+    let strict = Server::start(Helios::builder().build()).await;
+    let mut c = Raw::connect(&strict.url()).await;
+    let r = c.call("system.ping", json!({})).await;
+    assert_eq!(r["error"]["code"], "INVALID_MESSAGE_FORMAT", "strict: {r}");
+}
