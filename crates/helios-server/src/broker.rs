@@ -34,9 +34,11 @@ fn node_ttl() -> Result<Duration, String> {
 /// # Errors
 /// A message naming the key, for an unknown scheme or a malformed URL.
 pub(crate) fn from_url(url: Option<&str>, prefix: &str) -> Result<Option<Backplane>, String> {
-    let bad = |msg: String| format!("invalid --broker / HELIOS_BROKER {url:?}: {msg}");
     let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
         return Ok(None);
+    };
+    let bad = |msg: String| {
+        format!("invalid configuration: broker (--broker / HELIOS_BROKER) {url:?}: {msg}")
     };
     if url == "memory" {
         return Ok(None);
@@ -47,7 +49,7 @@ pub(crate) fn from_url(url: Option<&str>, prefix: &str) -> Result<Option<Backpla
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(format!(
-            "invalid --broker-prefix / HELIOS_BROKER_PREFIX {prefix:?}: use letters, digits, - and _"
+            "invalid configuration: broker_prefix (--broker-prefix / HELIOS_BROKER_PREFIX) {prefix:?}: use letters, digits, - and _"
         ));
     }
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());

@@ -116,7 +116,7 @@ pub(crate) struct ServeArgs {
     pub(crate) config: Option<PathBuf>,
 
     /// Do not serve the web console at /console.
-    #[arg(long, env = "HELIOS_NO_CONSOLE")]
+    #[arg(long, env = "HELIOS_NO_CONSOLE", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub(crate) no_console: bool,
 
     /// TLS certificate chain (PEM); with --tls-key the server speaks wss://.
@@ -145,7 +145,7 @@ pub(crate) struct ServeArgs {
     pub(crate) auth_rooms_claim: Option<String>,
 
     /// Let connections without a token in (as anonymous) when auth is on.
-    #[arg(long, env = "HELIOS_AUTH_OPTIONAL")]
+    #[arg(long, env = "HELIOS_AUTH_OPTIONAL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub(crate) auth_optional: bool,
 
     /// HTTP backend that answers the methods this server does not know.

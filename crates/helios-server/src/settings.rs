@@ -614,6 +614,12 @@ fn resolve(o: Overrides, f: FileConfig, dir: Option<&Path>) -> Result<Settings, 
             return Err(bad(&format!("{key}.pattern"), "missing"));
         };
         helios::Pattern::new(p).map_err(|e| bad(&format!("{key}.pattern"), e))?;
+        if let Some(c) = p.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad(
+                &format!("{key}.pattern"),
+                format!("{c:?} cannot be in a room name"),
+            ));
+        }
         if let Some(j) = seen.insert(p.clone(), i) {
             return Err(bad(
                 &format!("{key}.pattern"),
@@ -681,13 +687,17 @@ fn resolve(o: Overrides, f: FileConfig, dir: Option<&Path>) -> Result<Settings, 
         1,
         100,
     )?;
+    let broker = o.broker.or(f.broker);
+    let broker_prefix = o
+        .broker_prefix
+        .or(f.broker_prefix)
+        .unwrap_or_else(|| "helios".to_owned());
+    // Refused here, so `helios config check` names a bad broker too.
+    crate::broker::from_url(broker.as_deref(), &broker_prefix)?;
     Ok(Settings {
         bind,
-        broker: o.broker.or(f.broker),
-        broker_prefix: o
-            .broker_prefix
-            .or(f.broker_prefix)
-            .unwrap_or_else(|| "helios".to_owned()),
+        broker,
+        broker_prefix,
         log_level,
         log_format,
         request_timeout: Duration::from_millis(request_timeout_ms),

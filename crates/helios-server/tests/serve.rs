@@ -67,6 +67,8 @@ fn config_check_names_the_bad_key() {
         ("[[rooms]]\npattern = \"chat:*x\"", "rooms[0].pattern"),
         ("[auth]\njwt_secret = \"short\"", "auth.jwt_secret"),
         ("[api]\nkey = \"short\"", "api.key"),
+        ("broker = \"kafka://127.0.0.1:9092\"", "broker"),
+        ("[[rooms]]\npattern = \"chat room:*\"", "rooms[0].pattern"),
         ("[backend]\nurl = \"ftp://x\"", "backend.url"),
         ("reqest_timeout_ms = 5", "reqest_timeout_ms"),
         ("request_timeout_ms = \"fast\"", "request_timeout_ms"),
