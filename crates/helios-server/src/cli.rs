@@ -144,6 +144,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "HELIOS_AUTH_ROOMS_CLAIM")]
     pub(crate) auth_rooms_claim: Option<String>,
 
+    /// Required `aud` claim of tokens.
+    #[arg(long, env = "HELIOS_AUTH_AUDIENCE")]
+    pub(crate) auth_audience: Option<String>,
+
+    /// Required `iss` claim of tokens.
+    #[arg(long, env = "HELIOS_AUTH_ISSUER")]
+    pub(crate) auth_issuer: Option<String>,
+
     /// Let connections without a token in (as anonymous) when auth is on.
     #[arg(long, env = "HELIOS_AUTH_OPTIONAL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub(crate) auth_optional: bool,
@@ -185,6 +193,11 @@ pub(crate) struct ServeArgs {
     /// Burst size of the rate limit (default: the rate).
     #[arg(long, env = "HELIOS_RATE_BURST")]
     pub(crate) rate_burst: Option<u32>,
+
+    /// Refused messages tolerated per minute before the connection is
+    /// closed with 4029 (10).
+    #[arg(long, env = "HELIOS_RATE_LIMIT_STRIKES")]
+    pub(crate) rate_limit_strikes: Option<u32>,
 
     /// Milliseconds a client has for the TLS + HTTP handshake (default 10000).
     #[arg(long, env = "HELIOS_HANDSHAKE_TIMEOUT_MS")]

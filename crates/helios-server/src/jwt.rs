@@ -56,7 +56,12 @@ impl Verifier {
         };
         let mut validation = Validation::new(alg);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["sub"]);
+        // A required audience or issuer must be present, not just right
+        // when present (jsonwebtoken checks only what the token carries).
+        let mut required = vec!["sub"];
+        required.extend(s.audience.as_ref().map(|_| "aud"));
+        required.extend(s.issuer.as_ref().map(|_| "iss"));
+        validation.set_required_spec_claims(&required);
         match &s.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,

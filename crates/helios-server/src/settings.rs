@@ -261,6 +261,9 @@ struct Overrides {
     jwt_public_key: Option<PathBuf>,
     jwt_algorithm: Option<String>,
     rooms_claim: Option<String>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    rate_limit_strikes: Option<u32>,
     auth_optional: bool,
     backend: Option<String>,
     backend_timeout_ms: Option<u64>,
@@ -305,6 +308,9 @@ impl Overrides {
             jwt_public_key: a.auth_jwt_public_key.clone(),
             jwt_algorithm: a.auth_jwt_algorithm.clone(),
             rooms_claim: a.auth_rooms_claim.clone(),
+            audience: a.auth_audience.clone(),
+            issuer: a.auth_issuer.clone(),
+            rate_limit_strikes: a.rate_limit_strikes,
             auth_optional: a.auth_optional,
             backend: a.backend.clone(),
             backend_timeout_ms: a.backend_timeout_ms,
@@ -541,8 +547,8 @@ fn resolve(o: Overrides, f: FileConfig, dir: Option<&Path>) -> Result<Settings, 
             .or(f.auth.rooms_claim.clone())
             .unwrap_or_else(|| "rooms".to_owned()),
         optional: o.auth_optional || f.auth.optional.unwrap_or(false),
-        audience: f.auth.audience.clone(),
-        issuer: f.auth.issuer.clone(),
+        audience: o.audience.clone().or_else(|| f.auth.audience.clone()),
+        issuer: o.issuer.clone().or_else(|| f.auth.issuer.clone()),
     });
 
     let backend_url = o.backend.or(f.backend.url);
@@ -582,7 +588,9 @@ fn resolve(o: Overrides, f: FileConfig, dir: Option<&Path>) -> Result<Settings, 
     };
     let rate_limit_strikes = positive(
         "limits.rate_limit_strikes",
-        f.limits.rate_limit_strikes.unwrap_or(10),
+        o.rate_limit_strikes
+            .or(f.limits.rate_limit_strikes)
+            .unwrap_or(10),
     )?;
     let handshake_timeout_ms = o
         .handshake_timeout_ms

@@ -813,3 +813,76 @@ async fn the_http_api_publishes_to_rooms_clients_may_not_publish_to() {
     .await;
     assert_eq!(status, 404);
 }
+
+/// The whole-server connection cap: over it, HTTP 503; a slot frees when a
+/// socket goes.
+#[tokio::test]
+async fn global_connection_cap() {
+    let node = Node::start(&["--max-connections", "2"]);
+    let a = connect(&node.ws_url()).await;
+    let _b = connect(&node.ws_url()).await;
+    let (status, _) = http(node.addr, "GET", "/healthz", &[]).await;
+    assert_eq!(status, 503, "a third connection is refused");
+    drop(a);
+    let mut freed = false;
+    for _ in 0..50 {
+        if http(node.addr, "GET", "/healthz", &[]).await.0 == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "slot not freed");
+}
+
+/// `auth.audience` and `auth.issuer` (file only) are required claims.
+#[tokio::test]
+async fn jwt_audience_and_issuer_are_checked() {
+    let file = write_temp(
+        "aud.toml",
+        format!("[auth]\njwt_secret = \"{SECRET}\"\naudience = \"app\"\nissuer = \"idp\"\n")
+            .as_bytes(),
+    );
+    let node = Node::start(&["--config", file.to_str().expect("utf8")]);
+    for (claims, ok) in [
+        (json!({"sub": "ada", "aud": "app", "iss": "idp"}), true),
+        (json!({"sub": "ada", "aud": "other", "iss": "idp"}), false),
+        (json!({"sub": "ada", "aud": "app", "iss": "someone"}), false),
+        (json!({"sub": "ada"}), false),
+    ] {
+        let token = hs256(&claims);
+        let (status, _) = http(node.addr, "GET", &format!("/ws?token={token}"), &UPGRADE).await;
+        assert_eq!(status == 101, ok, "{claims}: HTTP {status}");
+    }
+}
+
+/// `limits.rate_limit_strikes`: how many refusals a minute are tolerated
+/// before the connection is closed with 4029 (the flag beats the file).
+#[tokio::test]
+async fn rate_limit_strikes_from_the_flag_over_the_file() {
+    let file = write_temp(
+        "strikes.toml",
+        b"[limits]\nmessages_per_second = 1\nmessage_burst = 1\nrate_limit_strikes = 5\n",
+    );
+    let node = Node::start(&[
+        "--config",
+        file.to_str().expect("utf8"),
+        "--rate-limit-strikes",
+        "2",
+    ]);
+    let mut c = connect(&node.ws_url()).await;
+    for _ in 0..4 {
+        c.send_json(&request(&uuid(), "system:ping", json!({})))
+            .await;
+    }
+    // 1 answered, 2 refused (the strikes tolerated), the 4th closes.
+    let mut refused = 0;
+    for _ in 0..3 {
+        let v = c.next_json().await;
+        if v["error"]["code"] == "RATE_LIMITED" {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 2);
+    assert_eq!(c.closed(WAIT).await, Some(4029));
+}
