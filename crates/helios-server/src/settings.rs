@@ -412,9 +412,16 @@ fn resolve(o: Overrides, f: FileConfig, dir: Option<&Path>) -> Result<Settings, 
             .map_err(|e| bad("bind", format!("{s:?} is not an address:port ({e})")))?,
         (None, None) => SocketAddr::from(([127, 0, 0, 1], 7700)),
     };
+    // RUST_LOG, the tracing ecosystem's usual variable, is honoured below
+    // every Helios setting of the log level.
     let log_level = o
         .log_level
         .or(f.log_level)
+        .or_else(|| {
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        })
         .unwrap_or_else(|| "info".to_owned());
     let log_format = match (o.log_format, f.log_format) {
         (Some(v), _) => v,

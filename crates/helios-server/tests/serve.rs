@@ -886,3 +886,14 @@ async fn rate_limit_strikes_from_the_flag_over_the_file() {
     assert_eq!(refused, 2);
     assert_eq!(c.closed(WAIT).await, Some(4029));
 }
+
+/// `RUST_LOG` sets the log filter when no Helios setting does.
+#[test]
+fn rust_log_is_read_below_the_log_level_setting() {
+    let err = Node::try_start(&[], &[("RUST_LOG", "helios=[")])
+        .err()
+        .expect("a bad RUST_LOG filter is refused");
+    assert!(err.contains("log_level"), "{err}");
+    let node = Node::try_start(&["--log-level", "info"], &[("RUST_LOG", "helios=[")]);
+    assert!(node.is_ok(), "--log-level wins: {:?}", node.err());
+}

@@ -55,6 +55,8 @@ impl Node {
             .args(["--bind", "127.0.0.1:0", "--log-format", "text"])
             .args(args)
             .env("NO_COLOR", "1")
+            // The harness reads the info-level listening line.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
