@@ -289,6 +289,8 @@ export class Starling extends Emitter<StarlingEvents> {
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
 
   private readonly pending = new Map<string, Pending>();
+  /** The credential from the last `refreshAuth`, used for reconnections. */
+  private authToken: string | null = null;
   private readonly streams = new StreamTable((topic, data) => this.sendNow(wire.notification(topic, data)));
   private readonly incoming = new Map<string, Incoming>();
   private outbox: { msg: Message; requestId?: string }[] = [];
@@ -586,6 +588,25 @@ export class Starling extends Emitter<StarlingEvents> {
     });
   }
 
+  /**
+   * Replaces the connection's credential before it expires: sends
+   * `helios:refresh {token}` (the server checks it, keeps the connection
+   * past the old token's `exp`, and answers `{user, expiresAt}`), and uses
+   * the new token (`?token=`) for every later reconnection.
+   *
+   * ```ts
+   * const client = new Starling(`wss://app.example/ws?token=${first}`);
+   * await client.connect();
+   * // before `first` expires:
+   * await client.refreshAuth(await fetchNewToken());
+   * ```
+   */
+  async refreshAuth<T = unknown>(token: string): Promise<T> {
+    const answer = await this.request<T>("helios:refresh", { token });
+    this.authToken = token;
+    return answer;
+  }
+
   private connectUrl(): string {
     const loc = (globalThis as { location?: { href: string } }).location;
     const u = new URL(this.url, loc?.href);
@@ -593,6 +614,7 @@ export class Starling extends Emitter<StarlingEvents> {
     else if (u.protocol === "https:") u.protocol = "wss:";
     u.searchParams.delete("recover");
     u.searchParams.delete("since");
+    if (this.authToken !== null) u.searchParams.set("token", this.authToken);
     const token = this.recoveryToken;
     if (token !== null) {
       let query = u.search.replace(/^\?/, "");

@@ -60,6 +60,34 @@ describe("close codes", { timeout: 45 * 60_000 }, () => {
     await assert.rejects(c.request("system:ping", {}), { code: "NOT_CONNECTED" });
   });
 
+  test("refreshAuth keeps the connection past the old token and reconnects with the new one", { timeout: 30_000 }, async () => {
+    const secret = "starling-js-tests-auth-secret-0123456789";
+    const s = await server({ args: ["--auth-jwt-secret", secret] });
+    const px = await proxy(s.port);
+    const now = Math.floor(Date.now() / 1000);
+    const first = await signJwt({ sub: "ada", exp: now + 2 }, secret);
+    const c = client(`${px.url}?token=${first}`);
+    await c.connect();
+    const second = await signJwt({ sub: "ada", exp: now + 120 }, secret);
+    const answer = await c.refreshAuth(second);
+    assert.equal(answer.user, "ada");
+    assert.equal(answer.expiresAt, now + 120);
+    const imposter = await signJwt({ sub: "bob", exp: now + 120 }, secret);
+    await assert.rejects(c.refreshAuth(imposter), { code: "FORBIDDEN" });
+    // Past the first token's expiry the connection stays (no 4001).
+    await sleep(2600);
+    assert.equal(c.state, "open");
+    assert.equal((await c.request("system:ping", {})).pong, true);
+    // A cut: the reconnection must carry the new token (the old one expired).
+    const accepts = px.accepts.length;
+    const back = nextEvent(c, "connected", 10_000);
+    px.cut();
+    const ev = await back;
+    assert.equal(ev.reconnect, true);
+    assert.ok(px.accepts.length > accepts);
+    assert.equal((await c.request("system:ping", {})).pong, true);
+  });
+
   test("4029 (rate limit abuse): no reconnection, a RATE_LIMITED error", { timeout: 30_000 }, async () => {
     const s = await server({ args: ["--rate-limit", "5", "--rate-burst", "5"] });
     const px = await proxy(s.port);

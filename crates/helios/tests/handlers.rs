@@ -643,3 +643,65 @@ async fn permissive_mode_answers_the_dotted_builtin_names() {
     let r = c.call("system.ping", json!({})).await;
     assert_eq!(r["error"]["code"], "INVALID_MESSAGE_FORMAT", "strict: {r}");
 }
+
+/// `refresh_auth` keeps a connection past its first credential's expiry
+/// and sends the new one on reconnection (the old one is refused by then).
+#[tokio::test]
+async fn a_refreshed_credential_outlives_the_first_and_is_used_to_reconnect() {
+    use std::time::SystemTime;
+    let first_expires = SystemTime::now() + Duration::from_millis(800);
+    let helios = Helios::builder()
+        .authenticate(move |req| async move {
+            match req.token().as_deref() {
+                Some("first") if SystemTime::now() < first_expires => {
+                    Ok(Some(helios::Auth::user("ada").expires_at(first_expires)))
+                }
+                Some("second") => Ok(Some(helios::Auth::user("ada"))),
+                Some("bob") => Ok(Some(helios::Auth::user("bob"))),
+                _ => Err(helios::AuthRejection::Unauthorized("bad token".into())),
+            }
+        })
+        .build();
+    let s = Server::start(helios).await;
+    let client = starling::Client::builder(s.url())
+        .header("authorization", "Bearer first")
+        .reconnect(starling::ReconnectPolicy::default())
+        .connect()
+        .await
+        .expect("connect");
+    let mut events = client.events();
+    let answer = client.refresh_auth("second").await.expect("refresh");
+    assert_eq!(answer["user"], "ada", "{answer}");
+    let err = client.refresh_auth("bob").await.expect_err("another user");
+    assert!(
+        matches!(&err, starling::ClientError::Server(e) if e.code.as_str() == "FORBIDDEN"),
+        "{err:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    client
+        .ping()
+        .await
+        .expect("still connected past the first expiry");
+
+    // The server goes away for this connection: the client reconnects with
+    // the second credential (the first is refused by now).
+    let id = client.starling_id();
+    s.helios
+        .connection(&id)
+        .expect("connection")
+        .close(helios_protocol::CloseCode::GoingAway);
+    let reconnected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(starling::ClientEvent::Connected { .. }) => break true,
+                Ok(_) => {}
+                Err(_) => break false,
+            }
+        }
+    })
+    .await
+    .expect("reconnected in time");
+    assert!(reconnected);
+    client.ping().await.expect("works after the reconnect");
+}

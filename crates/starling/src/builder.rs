@@ -271,7 +271,7 @@ impl ClientBuilder {
             connect_timeout: self.connect_timeout,
         };
         dialer.check()?;
-        let first = dialer.dial(&self.url, self.encoding).await?;
+        let first = dialer.dial(&self.url, self.encoding, None).await?;
         let encoding = first.encoding;
 
         let shared = Shared::new(self.notification_capacity, self.room_capacity);

@@ -582,6 +582,31 @@ impl Client {
         self.shared().state() == LinkState::Open
     }
 
+    /// Replaces the connection's credential before it expires: calls
+    /// `helios:refresh {token}` (the server checks it and keeps the
+    /// connection past the old token's `exp`; it answers `{user,
+    /// expiresAt}`), then sends the new token (`Authorization: Bearer`) on
+    /// every later reconnection.
+    ///
+    /// # Errors
+    /// The server's refusal (`UNAUTHORIZED` for a bad token, `FORBIDDEN`
+    /// for another user's), or a closed connection.
+    ///
+    /// ```no_run
+    /// # async fn demo(new_token: String) -> Result<(), starling::ClientError> {
+    /// # let client = starling::Client::connect("ws://127.0.0.1:7700/ws?token=first").await?;
+    /// let answer = client.refresh_auth(new_token).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn refresh_auth(&self, token: impl Into<String>) -> Result<Value, ClientError> {
+        let token = token.into();
+        let answer = self
+            .request("helios:refresh", json!({ "token": token }))
+            .await?;
+        self.shared().set_auth_token(token);
+        Ok(answer)
+    }
+
     /// Calls a method and streams data to its handler (an upload, a
     /// file): returns the call, to await once the stream has ended, and
     /// the stream to write. Writes wait for the server's credit.

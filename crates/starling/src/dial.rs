@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use helios_protocol::{Encoding, Message, SUBPROTOCOL_JSON};
-use http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use tokio::net::TcpStream;
 use tokio_websockets::{MaybeTlsStream, Message as WsMessage, WebSocketStream};
 
@@ -39,10 +39,16 @@ pub(crate) struct Dialed {
 impl Dialer {
     /// Connects to `url` (the base URL, or one with recovery parameters)
     /// offering `encoding`, and waits for the welcome, all within the
-    /// connect timeout.
-    pub(crate) async fn dial(&self, url: &str, encoding: Encoding) -> Result<Dialed, ConnectError> {
+    /// connect timeout. `auth` is a credential that replaces the builder's
+    /// (`Client::refresh_auth`), sent as `Authorization: Bearer`.
+    pub(crate) async fn dial(
+        &self,
+        url: &str,
+        encoding: Encoding,
+        auth: Option<&str>,
+    ) -> Result<Dialed, ConnectError> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        let builder = self.ws_builder(url, encoding)?;
+        let builder = self.ws_builder(url, encoding, auth)?;
         let (mut ws, response) = tokio::time::timeout_at(deadline, builder.connect())
             .await
             .map_err(|_| ConnectError::Timeout)?
@@ -69,13 +75,14 @@ impl Dialer {
 
     /// Checks the URL and headers without connecting.
     pub(crate) fn check(&self) -> Result<(), ConnectError> {
-        self.ws_builder(&self.url, Encoding::Json).map(|_| ())
+        self.ws_builder(&self.url, Encoding::Json, None).map(|_| ())
     }
 
     fn ws_builder(
         &self,
         url: &str,
         encoding: Encoding,
+        auth: Option<&str>,
     ) -> Result<tokio_websockets::ClientBuilder<'static>, ConnectError> {
         let invalid = |reason: String| ConnectError::InvalidUrl {
             url: self.url.clone(),
@@ -98,7 +105,13 @@ impl Dialer {
             let name = HeaderName::try_from(name.as_str()).map_err(|e| {
                 ConnectError::Handshake(format!("invalid header name {name:?}: {e}"))
             })?;
+            if auth.is_some() && name == AUTHORIZATION {
+                continue; // replaced by the refreshed credential
+            }
             headers.push((name, value.clone()));
+        }
+        if let Some(token) = auth {
+            headers.push((AUTHORIZATION, format!("Bearer {token}")));
         }
         for (name, value) in headers {
             let value = HeaderValue::try_from(value.as_str()).map_err(|e| {

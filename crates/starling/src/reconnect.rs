@@ -200,7 +200,12 @@ impl Supervisor {
             };
             // Offer only what the first socket agreed on: queued frames are
             // encoded already.
-            match self.dialer.dial(&url, self.config.encoding).await {
+            let auth = self.shared.auth_token();
+            match self
+                .dialer
+                .dial(&url, self.config.encoding, auth.as_deref())
+                .await
+            {
                 Err(e) => {
                     tracing::debug!(attempt, error = %e, "reconnect attempt failed");
                     last_error = e.to_string();

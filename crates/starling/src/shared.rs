@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     recovery_available: Mutex<Option<bool>>,
     /// The name claimed with `helios:identify`, re-claimed on a fresh session.
     name: Mutex<Option<String>>,
+    /// The credential from the last `refresh_auth`, for reconnections.
+    auth_token: Mutex<Option<String>>,
     /// Reliable notifications we sent, waiting for `helios:ack`.
     acks: Mutex<HashMap<String, oneshot::Sender<()>>>,
     /// Reliable notifications we received (to drop copies).
@@ -122,6 +124,7 @@ impl Shared {
             token: Mutex::new(None),
             recovery_available: Mutex::new(None),
             name: Mutex::new(None),
+            auth_token: Mutex::new(None),
             acks: Mutex::new(HashMap::new()),
             seen_acks: Mutex::new(SeenIds::new(SEEN_ACK_IDS)),
             state: watch::Sender::new(LinkState::Open),
@@ -355,6 +358,14 @@ impl Shared {
 
     pub(crate) fn set_name(&self, name: Option<String>) {
         *lock(&self.name) = name;
+    }
+
+    pub(crate) fn set_auth_token(&self, token: String) {
+        *lock(&self.auth_token) = Some(token);
+    }
+
+    pub(crate) fn auth_token(&self) -> Option<String> {
+        lock(&self.auth_token).clone()
     }
 
     pub(crate) fn name(&self) -> Option<String> {
