@@ -10,7 +10,7 @@ export const STREAM_WINDOW = 16;
 /** Largest chunk in bytes (before base64): writes are cut to it. */
 export const MAX_CHUNK_BYTES = 48 * 1024;
 /** Streams opened by the server and not taken yet, at most. */
-const MAX_UNCLAIMED = 64;
+const MAX_UNCLAIMED = 32;
 
 /** What a stream carries, told when it opens. */
 export interface StreamInfo {
@@ -253,12 +253,22 @@ export class StreamTable {
     return new Promise((resolve, reject) => this.waiting.set(requestId, { resolve, reject }));
   }
 
-  /** The answer to `requestId` came: a stream still waited for will not come. */
+  /**
+   * The answer to `requestId` came: a stream still waited for will not
+   * come, and one nobody asked for (a plain `request()`, whose caller
+   * cannot take it: `requestWithStream` asks at once) is stopped.
+   */
   answered(requestId: string): void {
     const w = this.waiting.get(requestId);
-    if (!w) return;
-    this.waiting.delete(requestId);
-    w.reject(streamError("no stream was opened for this request"));
+    if (w) {
+      this.waiting.delete(requestId);
+      w.reject(streamError("no stream was opened for this request"));
+    }
+    const unwanted = this.unclaimed.get(requestId);
+    if (unwanted) {
+      this.unclaimed.delete(requestId);
+      for (const stream of unwanted) stream.stop("the client did not ask for this stream");
+    }
   }
 
   /** Every stream fails (the socket closed). */

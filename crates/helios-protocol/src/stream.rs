@@ -54,8 +54,10 @@ pub const STREAM_STOP: &str = "stream:stop";
 
 /// Chunks a sender may have in flight before the receiver credits them.
 pub const STREAM_WINDOW: u32 = 16;
-/// Streams opened and not yet taken by the application, per connection.
-const MAX_UNCLAIMED: usize = 64;
+/// Streams opened and not yet taken by the application, per connection;
+/// past it the oldest is dropped (a client may ignore streams a server
+/// opens for its plain requests).
+const MAX_UNCLAIMED: usize = 32;
 
 /// Largest chunk, in bytes of data (before base64): writes are cut to it.
 pub const MAX_CHUNK_BYTES: usize = 48 * 1024;
@@ -338,10 +340,36 @@ struct Table {
     incoming: HashMap<String, InEntry>,
     outgoing: HashMap<String, OutEntry>,
     /// Streams opened for a request whose handler has not taken them yet.
-    unclaimed: HashMap<RequestId, VecDeque<IncomingStream>>,
+    /// Each with the order it came in, so the oldest goes first when full.
+    unclaimed: HashMap<RequestId, VecDeque<(u64, IncomingStream)>>,
+    /// Streams that came so far (the order of `unclaimed`).
+    arrived: u64,
     /// Handlers waiting for their request's stream.
     waiting: HashMap<RequestId, oneshot::Sender<IncomingStream>>,
     closed: bool,
+}
+
+impl Table {
+    fn take_unclaimed(&mut self, request_id: &RequestId) -> Option<IncomingStream> {
+        let queue = self.unclaimed.get_mut(request_id)?;
+        let (_, stream) = queue.pop_front()?;
+        if queue.is_empty() {
+            self.unclaimed.remove(request_id);
+        }
+        Some(stream)
+    }
+
+    /// The stream waiting longest to be taken (to be dropped outside the
+    /// lock).
+    fn take_oldest_unclaimed(&mut self) -> Option<IncomingStream> {
+        let oldest = self
+            .unclaimed
+            .iter()
+            .filter_map(|(id, q)| q.front().map(|(order, _)| (*order, id.clone())))
+            .min()?
+            .1;
+        self.take_unclaimed(&oldest)
+    }
 }
 
 /// One connection's streams, both ways.
@@ -402,9 +430,12 @@ impl Streams {
                 if !request_open(&request_id) {
                     return stop(stream_id, "no request with this requestId is in flight");
                 }
-                if t.unclaimed.values().map(VecDeque::len).sum::<usize>() >= MAX_UNCLAIMED {
-                    return stop(stream_id, "too many streams opened and not taken");
-                }
+                let full = t.unclaimed.values().map(VecDeque::len).sum::<usize>() >= MAX_UNCLAIMED;
+                let evicted = if full {
+                    t.take_oldest_unclaimed()
+                } else {
+                    None
+                };
                 let (tx, rx) = mpsc::channel(STREAM_WINDOW as usize + 1);
                 t.incoming
                     .insert(stream_id.clone(), InEntry { tx, next_seq: 0 });
@@ -418,14 +449,21 @@ impl Streams {
                     unread_credit: 0,
                     done: false,
                 };
-                match t.waiting.remove(&request_id) {
-                    Some(waiter) => {
-                        if let Err(stream) = waiter.send(stream) {
-                            t.unclaimed.entry(request_id).or_default().push_back(stream);
-                        }
-                    }
-                    None => t.unclaimed.entry(request_id).or_default().push_back(stream),
+                let unwanted = match t.waiting.remove(&request_id) {
+                    Some(waiter) => waiter.send(stream).err(),
+                    None => Some(stream),
+                };
+                if let Some(stream) = unwanted {
+                    t.arrived += 1;
+                    let order = t.arrived;
+                    t.unclaimed
+                        .entry(request_id)
+                        .or_default()
+                        .push_back((order, stream));
                 }
+                // An `IncomingStream`'s drop takes the lock: after it.
+                drop(t);
+                drop(evicted);
                 None
             }
             StreamFrame::Chunk {
@@ -506,11 +544,7 @@ impl Streams {
     ) -> Result<IncomingStream, StreamError> {
         let rx = {
             let mut t = self.lock();
-            if let Some(stream) = t
-                .unclaimed
-                .get_mut(request_id)
-                .and_then(VecDeque::pop_front)
-            {
+            if let Some(stream) = t.take_unclaimed(request_id) {
                 return Ok(stream);
             }
             if t.closed {
@@ -900,6 +934,66 @@ mod tests {
                 "{topic} {data}"
             );
         }
+    }
+
+    /// Records what the table sends.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<StreamFrame>>);
+
+    impl StreamLink for Recorder {
+        fn send(&self, frame: StreamFrame) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(frame);
+            Box::pin(async { true })
+        }
+
+        fn send_now(&self, frame: StreamFrame) -> bool {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(frame);
+            true
+        }
+    }
+
+    #[test]
+    fn streams_nobody_takes_are_bounded_and_the_oldest_is_stopped() {
+        let recorder = Arc::new(Recorder::default());
+        let link: Arc<dyn StreamLink> = recorder.clone();
+        let streams = Streams::new();
+        for i in 0..=MAX_UNCLAIMED {
+            let open = StreamFrame::Open {
+                stream_id: format!("s{i}"),
+                request_id: format!("r{i}"),
+                info: StreamInfo::new(),
+            };
+            assert_eq!(streams.on_frame(open, &link, |_| true), None);
+        }
+        assert_eq!(streams.open_count(), MAX_UNCLAIMED, "the oldest went");
+        let sent = recorder
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert!(
+            matches!(sent.as_slice(), [StreamFrame::Stop { stream_id, .. }] if stream_id == "s0"),
+            "{sent:?}"
+        );
+        // A chunk for the dropped stream is refused; one for a kept stream is not.
+        let chunk = |id: &str| StreamFrame::Chunk {
+            stream_id: id.into(),
+            seq: 0,
+            data: Bytes::from_static(b"x"),
+        };
+        assert!(matches!(
+            streams.on_frame(chunk("s0"), &link, |_| true),
+            Some(StreamFrame::Stop { .. })
+        ));
+        assert_eq!(streams.on_frame(chunk("s1"), &link, |_| true), None);
+        streams.request_done(&RequestId::from("r1"));
+        assert_eq!(streams.open_count(), MAX_UNCLAIMED - 1);
     }
 
     #[test]
