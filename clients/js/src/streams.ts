@@ -56,6 +56,8 @@ export class StreamWriter {
   private failed: StarlingError | null = null;
   private finished = false;
   private wake: (() => void) | null = null;
+  /** Writes run one after the other; `end()` waits for them. */
+  private queue: Promise<void> = Promise.resolve();
 
   /** @internal */
   constructor(
@@ -65,14 +67,20 @@ export class StreamWriter {
   ) {}
 
   /** Sends `data`, cut into chunks, each once the server has room for it. */
-  async write(data: Uint8Array | ArrayBuffer | string): Promise<void> {
+  write(data: Uint8Array | ArrayBuffer | string): Promise<void> {
+    if (this.finished && !this.failed) return Promise.reject(streamError("the stream was already ended or aborted"));
     const bytes = toBytes(data);
+    const run = this.queue.then(() => this.writeNow(bytes));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async writeNow(bytes: Uint8Array): Promise<void> {
     for (let at = 0; at < bytes.length; at += MAX_CHUNK_BYTES) {
       while (this.credit === 0 && !this.failed) {
         await new Promise<void>((resolve) => (this.wake = resolve));
       }
       if (this.failed) throw this.failed;
-      if (this.finished) throw streamError("the stream was already ended or aborted");
       this.credit--;
       const piece = bytes.subarray(at, Math.min(at + MAX_CHUNK_BYTES, bytes.length));
       if (!this.send("stream:chunk", { streamId: this.id, seq: this.seq, data: toBase64(piece) })) {
@@ -83,21 +91,23 @@ export class StreamWriter {
     }
   }
 
-  /** Ends the stream: everything was sent. */
+  /** Ends the stream once every write went out: everything was sent. */
   async end(): Promise<void> {
-    if (this.failed) throw this.failed;
+    if (this.finished && !this.failed) throw streamError("the stream was already ended or aborted");
     this.finished = true;
+    await this.queue;
+    if (this.failed) throw this.failed;
     this.forget(this.id);
     if (!this.send("stream:end", { streamId: this.id })) {
       throw new StarlingError(ErrorCodes.CONNECTION_CLOSED, "the connection closed before the stream ended");
     }
   }
 
-  /** Gives up on the stream; the server's reader gets an error. */
+  /** Gives up on the stream (pending writes reject); the server's reader gets an error. */
   abort(reason = "aborted by the client"): void {
-    if (this.finished || this.failed) return;
+    if (this.failed) return;
     this.finished = true;
-    this.forget(this.id);
+    this.fail(streamError(`stream aborted by the client: ${reason}`));
     this.send("stream:abort", { streamId: this.id, reason });
   }
 
@@ -323,6 +333,7 @@ export class StreamTable {
         else {
           try {
             bytes = fromBase64(typeof d.data === "string" ? d.data : "");
+            if (bytes.length > MAX_CHUNK_BYTES) problem = `a chunk holds at most ${MAX_CHUNK_BYTES} bytes, got ${bytes.length}`;
           } catch {
             problem = "chunk data is not base64";
           }

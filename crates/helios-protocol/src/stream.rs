@@ -333,6 +333,7 @@ struct InEntry {
 struct OutEntry {
     credit: Arc<Semaphore>,
     stopped: Arc<Mutex<Option<String>>>,
+    request_id: RequestId,
 }
 
 #[derive(Default)]
@@ -350,6 +351,20 @@ struct Table {
 }
 
 impl Table {
+    /// The request is over: its writers stop waiting for credit that may
+    /// never come.
+    fn stop_writers_of(&mut self, request_id: &RequestId) {
+        self.outgoing.retain(|_, entry| {
+            if &entry.request_id != request_id {
+                return true;
+            }
+            *entry.stopped.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some("the request was answered before the stream ended".to_owned());
+            entry.credit.close();
+            false
+        });
+    }
+
     fn take_unclaimed(&mut self, request_id: &RequestId) -> Option<IncomingStream> {
         let queue = self.unclaimed.get_mut(request_id)?;
         let (_, stream) = queue.pop_front()?;
@@ -557,6 +572,12 @@ impl Streams {
             t.waiting.insert(request_id.clone(), tx);
             rx
         };
+        // A taker that gives up (a handler timed out or cancelled) leaves
+        // no waiter behind.
+        let _unwait = Unwait {
+            streams: self,
+            request_id,
+        };
         rx.await.map_err(|_| {
             if self.lock().closed {
                 StreamError::Closed
@@ -589,6 +610,7 @@ impl Streams {
                 OutEntry {
                     credit: credit.clone(),
                     stopped: stopped.clone(),
+                    request_id: request_id.clone(),
                 },
             );
         }
@@ -621,15 +643,31 @@ impl Streams {
         let mut t = self.lock();
         let unclaimed = t.unclaimed.remove(request_id);
         t.waiting.remove(request_id);
+        t.stop_writers_of(request_id);
         drop(t);
         drop(unclaimed);
+    }
+
+    /// An incoming stream that cannot go on (its frame was malformed): the
+    /// reader gets [`StreamError::Aborted`]; returns the `stream:stop` to
+    /// send, when the stream was open.
+    pub fn fail_incoming(&self, stream_id: &str, reason: &str) -> Option<StreamFrame> {
+        let entry = self.lock().incoming.remove(stream_id)?;
+        let _ = entry.tx.try_send(Incoming::Abort(reason.to_owned()));
+        Some(StreamFrame::Stop {
+            stream_id: stream_id.to_owned(),
+            reason: reason.to_owned(),
+        })
     }
 
     /// The answer to `request_id` arrived (the client's side): a stream
     /// opened for it came before, so one still waited for will not come.
     /// Streams that came and were not taken yet stay for the taker.
     pub fn answered(&self, request_id: &RequestId) {
-        let waiter = self.lock().waiting.remove(request_id);
+        let mut t = self.lock();
+        let waiter = t.waiting.remove(request_id);
+        t.stop_writers_of(request_id);
+        drop(t);
         drop(waiter);
     }
 
@@ -652,6 +690,19 @@ impl Streams {
         let unclaimed = std::mem::take(&mut t.unclaimed);
         drop(t);
         drop(unclaimed);
+    }
+}
+
+/// Removes a taker's waiter when its wait ends, however it ends.
+struct Unwait<'a> {
+    streams: &'a Streams,
+    request_id: &'a RequestId,
+}
+
+impl Drop for Unwait<'_> {
+    fn drop(&mut self) {
+        let waiter = self.streams.lock().waiting.remove(self.request_id);
+        drop(waiter);
     }
 }
 
@@ -699,19 +750,29 @@ impl IncomingStream {
     /// [`StreamError::Aborted`] when the sender gave up (or broke the flow
     /// control), [`StreamError::Closed`] when the connection closed.
     pub async fn next(&mut self) -> Result<Option<Bytes>, StreamError> {
+        // Cancel-safe: a chunk leaves the channel only where it is returned
+        // at once, and owed credit is forgotten only once it was sent.
         if self.done {
             return Ok(None);
         }
-        match self.rx.recv().await {
+        let item = match self.rx.try_recv() {
+            Ok(item) => Some(item),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // About to wait: the sender may be waiting for this credit.
+                if self.unread_credit > 0 && self.link.send(self.credit()).await {
+                    self.unread_credit = 0;
+                }
+                self.rx.recv().await
+            }
+        };
+        match item {
             Some(Incoming::Chunk(data)) => {
                 self.unread_credit += 1;
-                if self.unread_credit >= STREAM_WINDOW / 2 {
-                    let chunks = std::mem::take(&mut self.unread_credit);
-                    let credit = StreamFrame::Credit {
-                        stream_id: self.id.clone(),
-                        chunks,
-                    };
-                    self.link.send(credit).await;
+                // Without waiting; should the queue be full, the credit is
+                // sent before the next wait.
+                if self.unread_credit >= STREAM_WINDOW / 2 && self.link.send_now(self.credit()) {
+                    self.unread_credit = 0;
                 }
                 Ok(Some(data))
             }
@@ -727,6 +788,13 @@ impl IncomingStream {
                 self.done = true;
                 Err(StreamError::Closed)
             }
+        }
+    }
+
+    fn credit(&self) -> StreamFrame {
+        StreamFrame::Credit {
+            stream_id: self.id.clone(),
+            chunks: self.unread_credit,
         }
     }
 

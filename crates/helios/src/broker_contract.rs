@@ -660,7 +660,7 @@ pub async fn cluster_sessions(f: &dyn ClusterFactory) {
         )],
         name: Some("n".into()),
         user: Some("alice".into()),
-        authenticated: true,
+        auth_user: Some("alice".into()),
         token: None,
     };
     a.save(snap("s1"), Duration::from_secs(60))

@@ -540,6 +540,22 @@ impl Connection {
         self.queue_frame(frame, None)
     }
 
+    /// Queues a frame when the queue has room; `false` (the connection
+    /// untouched) when it has not.
+    pub(crate) fn offer_frame(&self, frame: Bytes) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        let len = frame.len();
+        self.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if self.inner.outbox.try_push(frame).is_ok() {
+            true
+        } else {
+            self.dequeued(len);
+            false
+        }
+    }
+
     /// Queues a frame without waiting; with a cork shard, quietly (the
     /// writer is not woken) and the shard writes it.
     fn queue_frame(&self, frame: Bytes, cork: Option<&CorkShard>) -> Result<(), SendError> {

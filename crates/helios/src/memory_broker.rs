@@ -149,7 +149,7 @@ impl Rooms {
             return;
         }
         let due = match room.history.front() {
-            Some((at, _)) => *at + room.ttl,
+            Some((at, _)) => later(*at, room.ttl),
             None if room.offset > 0 && now < room.keep_until => room.keep_until,
             None => {
                 self.streams.remove(topic);
@@ -176,6 +176,12 @@ impl Rooms {
             self.settle(&topic, now);
         }
     }
+}
+
+/// `at + d`, or a century on for a TTL that means "forever".
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
 }
 
 impl RoomStream {
@@ -222,7 +228,7 @@ impl Broker for MemoryBroker {
         rooms.sweep(now);
         let room = rooms.stream(topic, &self.epoch, now);
         room.offset += 1;
-        room.keep_until = now + self.position_ttl.max(opts.history_ttl);
+        room.keep_until = later(now, self.position_ttl.max(opts.history_ttl));
         let publication = Publication {
             offset: room.offset,
             epoch: room.epoch.clone(),
@@ -265,6 +271,9 @@ impl Broker for MemoryBroker {
         rooms.sweep(now);
         if let Some(room) = rooms.streams.get_mut(topic) {
             room.subscribed = false;
+            // Members that just left may come back (recovery) and must find
+            // the offsets they knew, however long the room was quiet.
+            room.keep_until = room.keep_until.max(later(now, self.position_ttl));
         }
         rooms.settle(topic, now);
         drop(rooms);

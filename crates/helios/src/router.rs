@@ -206,7 +206,13 @@ impl RouteTable {
     /// middleware that matches the name called. With its timeout and
     /// whether it runs in order.
     pub(crate) fn resolve_unlisted(&self, name: &str) -> Option<(Next, Option<Duration>, bool)> {
-        if let Some((_, route)) = self.pattern_methods.iter().find(|(p, _)| p.matches(name)) {
+        // A pattern (`**`) never answers in the built-ins' namespaces.
+        let patterns = if is_reserved(name) {
+            &[][..]
+        } else {
+            &self.pattern_methods[..]
+        };
+        if let Some((_, route)) = patterns.iter().find(|(p, _)| p.matches(name)) {
             let next = Next::new(self.chain_for(name), route.handler.clone());
             return Some((next, route.timeout, route.inline));
         }

@@ -121,10 +121,11 @@ pub struct SessionSnapshot {
     pub name: Option<String>,
     /// Its user (from the handshake's credential or set by the app).
     pub user: Option<String>,
-    /// Whether `user` came from the handshake's credential (JWT, auth
-    /// hook): such a session is only given back to the same user.
+    /// The user of the handshake's credential (JWT, auth hook), kept apart
+    /// from `user`, which the app may change: such a session is only given
+    /// back to a connection authenticated as the same user.
     #[serde(default)]
-    pub authenticated: bool,
+    pub auth_user: Option<String>,
     /// Its opaque token.
     pub token: Option<String>,
 }
@@ -145,7 +146,7 @@ impl SessionSnapshot {
     ///     rooms: vec![],
     ///     name: None,
     ///     user: Some("alice".into()),
-    ///     authenticated: true,
+    ///     auth_user: Some("alice".into()),
     ///     token: None,
     /// };
     /// assert!(alice.may_be_taken_by(Some("alice")));
@@ -154,10 +155,10 @@ impl SessionSnapshot {
     /// ```
     #[must_use]
     pub fn may_be_taken_by(&self, user: Option<&str>) -> bool {
-        match (self.user.as_deref(), user) {
-            _ if self.authenticated => self.user.as_deref() == user,
-            (Some(saved), Some(now)) => saved == now,
-            _ => true,
+        match (self.auth_user.as_deref(), user) {
+            (Some(owner), now) => Some(owner) == now,
+            (None, Some(now)) => self.user.as_deref().is_none_or(|saved| saved == now),
+            (None, None) => true,
         }
     }
 }
@@ -350,7 +351,7 @@ impl crate::helios::Helios {
             rooms,
             name: conn.name(),
             user: conn.user_id(),
-            authenticated: conn.auth().is_some_and(|a| a.user_id().is_some()),
+            auth_user: conn.auth().and_then(|a| a.user_id().map(str::to_owned)),
             token: conn.token(),
         };
         if let Err(e) = self.sessions().save(snapshot, recovery.ttl).await {

@@ -434,7 +434,10 @@ impl Reader {
                     Box::pin(self.give_up_in_flight()).await;
                     return;
                 }
-                frame = stream.next(), if !draining && self.inflight.len() < cap => {
+                // Read while draining too: new requests are answered
+                // SHUTTING_DOWN, but the running ones still get their
+                // stream frames and the answers to their own calls.
+                frame = stream.next(), if self.inflight.len() < cap => {
                     quiet.store(false, Ordering::Relaxed);
                     match frame {
                         None => return,
@@ -515,8 +518,11 @@ impl Reader {
             Ok(Message::Notification(_)) => MessageKind::Notification,
             Err(_) => MessageKind::Invalid,
         });
+        // Stream frames are bounded by their flow control instead: a chunk
+        // refused here would be a hole in the middle of a file.
         if self.rate.is_some()
             && !matches!(decoded, Ok(Message::Response(_)))
+            && !is_stream_frame(&decoded)
             && !Box::pin(self.within_rate(&decoded)).await
         {
             return;
@@ -724,6 +730,14 @@ impl Reader {
         let frame = match StreamFrame::parse(topic, data) {
             Ok(frame) => frame,
             Err(message) => {
+                // A stream that lost a frame is broken: it ends here, for
+                // both sides, rather than going on with a hole.
+                if let Some(id) = data.get("streamId").and_then(Value::as_str)
+                    && let Some(streams) = self.conn.existing_streams()
+                    && let Some(stop) = streams.fail_incoming(id, &message)
+                {
+                    self.conn.stream_link().send(stop).await;
+                }
                 let body = ErrorBody::new(ErrorCode::INVALID_MESSAGE_FORMAT, message);
                 self.invalid(body, None).await;
                 return;
@@ -835,6 +849,11 @@ impl Reader {
             });
         }
     }
+}
+
+fn is_stream_frame(decoded: &Result<Message, DecodeError>) -> bool {
+    matches!(decoded, Ok(Message::Notification(n))
+        if n.topic.as_deref().is_some_and(StreamFrame::is_stream_topic))
 }
 
 /// Runs a handler chain within its timeout; a panic becomes `METHOD_ERROR`.

@@ -25,13 +25,21 @@ fn notification(frame: &StreamFrame) -> Message {
 
 impl StreamLink for ConnectionLink {
     fn send(&self, frame: StreamFrame) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
-        Box::pin(async move { self.0.send_message(&notification(&frame)).await.is_ok() })
+        Box::pin(async move {
+            if matches!(frame, StreamFrame::Chunk { .. }) {
+                // Chunks wait for room by bytes too: downloads to a slow
+                // reader must not push the queue past its byte cap (4008).
+                self.0.wait_for_half_empty_queue().await;
+            }
+            self.0.send_message(&notification(&frame)).await.is_ok()
+        })
     }
 
     fn send_now(&self, frame: StreamFrame) -> bool {
+        // A full queue is not the client's fault here: no 4008 for it.
         self.0
             .encode(&notification(&frame))
-            .is_some_and(|f| self.0.try_send_frame(f).is_ok())
+            .is_some_and(|f| self.0.offer_frame(f))
     }
 }
 

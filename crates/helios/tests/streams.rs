@@ -26,6 +26,10 @@ fn checksum(bytes: &[u8]) -> u64 {
 }
 
 fn server() -> Helios {
+    server_builder().build()
+}
+
+fn server_builder() -> helios::Builder {
     Helios::builder()
         .method("files:upload", |ctx: Context| async move {
             let file = ctx.stream().await?;
@@ -70,7 +74,6 @@ fn server() -> Helios {
             },
             MethodOptions::new().ordered(),
         )
-        .build()
 }
 
 async fn client(s: &Server, encoding: Encoding) -> starling::Client {
@@ -347,4 +350,60 @@ async fn bad_stream_frames_get_clear_answers() {
     }
     // The connection is still fine.
     assert_eq!(c.call("system:ping", json!({})).await["success"], true);
+}
+
+/// Stream frames are not rate limited (a refused chunk would be a hole in
+/// the file): an upload of many chunks passes a tight message rate whole.
+#[tokio::test]
+async fn uploads_pass_the_message_rate_limit_whole() {
+    let mut config = helios::Config::default();
+    config.rate_limit = Some(helios::RateLimit::new(2, 2, 1));
+    let helios = server_builder().config(config).build();
+    let s = Server::start(helios).await;
+    let c = client(&s, Encoding::Json).await;
+    let body = pattern(MAX_CHUNK_BYTES * 40);
+    let (call, mut upload) = c
+        .request_streaming("files:upload", json!({}), StreamInfo::new())
+        .await
+        .expect("open");
+    upload.write(&body).await.expect("write");
+    upload.end().await.expect("end");
+    let answer = call.await.expect("answer");
+    assert_eq!(answer["sum"], checksum(&body));
+}
+
+/// A malformed chunk in the middle ends the stream for both sides instead
+/// of leaving a hole.
+#[tokio::test]
+async fn a_malformed_chunk_ends_the_stream() {
+    let s = Server::start(server()).await;
+    let mut c = Raw::connect(&s.url()).await;
+    let id = uuid();
+    c.send_json(&request(&id, "files:upload", json!({}))).await;
+    c.send_json(&frame(
+        "stream:open",
+        json!({ "streamId": "up", "requestId": id }),
+    ))
+    .await;
+    c.send_json(&frame(
+        "stream:chunk",
+        json!({ "streamId": "up", "seq": 0, "data": "AAAA" }),
+    ))
+    .await;
+    c.send_json(&frame(
+        "stream:chunk",
+        json!({ "streamId": "up", "seq": 1, "data": "%%%" }),
+    ))
+    .await;
+    let mut topics = Vec::new();
+    let answer = loop {
+        let v = c.next_json().await;
+        if v["type"] == "response" {
+            break v;
+        }
+        topics.push(v["notification"]["topic"].as_str().unwrap_or("").to_owned());
+    };
+    assert!(topics.contains(&"stream:stop".to_owned()), "{topics:?}");
+    assert!(topics.contains(&"helios:error".to_owned()), "{topics:?}");
+    assert_eq!(answer["error"]["code"], "STREAM_ERROR", "{answer}");
 }

@@ -173,8 +173,11 @@ impl Shared {
 
     /// Completes a pending request. Returns `false` when none had that id.
     pub(crate) fn complete(&self, id: &RequestId, outcome: Outcome) -> bool {
+        // Out of `pending` first: a taker checking it after `answered` then
+        // sees the request done and does not wait.
+        let pending = self.take_pending(id);
         self.streams.answered(id);
-        match self.take_pending(id) {
+        match pending {
             Some(tx) => {
                 // The caller may have gone away in the meantime; that is fine.
                 let _ = tx.send(outcome);

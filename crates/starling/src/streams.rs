@@ -36,9 +36,26 @@ impl StreamLink for StreamSender {
     }
 
     fn send_now(&self, frame: StreamFrame) -> bool {
-        match (self.commands.upgrade(), encode(self.encoding, &frame)) {
-            (Some(commands), Some(ws)) => commands.try_send(Command::Send(ws)).is_ok(),
-            _ => false,
+        let (Some(commands), Some(ws)) = (self.commands.upgrade(), encode(self.encoding, &frame))
+        else {
+            return false;
+        };
+        match commands.try_send(Command::Send(ws)) {
+            Ok(()) => true,
+            // A stop or abort from a `Drop` must not be lost to a full
+            // queue: a short task waits for room.
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            let _ = commands.send(cmd).await;
+                        });
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }
