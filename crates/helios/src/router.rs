@@ -59,6 +59,16 @@ pub(crate) struct Route {
 }
 
 impl Route {
+    /// A route with no middleware yet (`finish` resolves the chains).
+    fn new(handler: ErasedMethod, opts: &MethodOptions) -> Self {
+        Self {
+            handler,
+            chain: Arc::from(Vec::new()),
+            timeout: opts.timeout,
+            inline: opts.ordered,
+        }
+    }
+
     pub(crate) fn next(&self) -> Next {
         Next::new(self.chain.clone(), self.handler.clone())
     }
@@ -113,13 +123,8 @@ impl RouteTable {
         if self.pattern_methods.iter().any(|(p, _)| p == &pattern) {
             return Err(RegisterError::Duplicate(name.to_owned()));
         }
-        let route = Route {
-            handler,
-            chain: Arc::from(Vec::new()),
-            timeout: opts.timeout,
-            inline: opts.ordered,
-        };
-        self.pattern_methods.push((pattern, route));
+        self.pattern_methods
+            .push((pattern, Route::new(handler, &opts)));
         Ok(())
     }
 
@@ -133,13 +138,8 @@ impl RouteTable {
         if self.methods.contains_key(name) {
             return Err(RegisterError::Duplicate(name.to_owned()));
         }
-        let route = Route {
-            handler,
-            chain: Arc::from(Vec::new()),
-            timeout: opts.timeout,
-            inline: opts.ordered,
-        };
-        self.methods.insert(name.to_owned(), route);
+        self.methods
+            .insert(name.to_owned(), Route::new(handler, &opts));
         Ok(())
     }
 
